@@ -1,0 +1,134 @@
+"""The paper's optimisation recipe (Srivastava et al. 2014, §5.1, Appendix A; Hinton et al. 2012).
+
+Dropout works best with large, decaying learning rates, high momentum and max-norm (§5.1).
+
+**Momentum ramp** over the first ``T = momentum_updates`` updates ``t`` (then constant m₁):
+
+* ``"linear"`` (Hinton et al. 2012): m(t) = m₀ + (m₁ − m₀)·min(t/T, 1).
+* ``"exponential"`` (deepnet style): 1 − m falls geometrically,
+  1 − m(t) = (1 − m₀)·((1 − m₁)/(1 − m₀))^min(t/T, 1), so most of the rise comes early.
+
+**Learning rate** after ``t`` updates, in epoch ``e`` (0-based):
+
+* ``"constant"``: ε₀; ``"exponential"``: ε₀·decay^e (``lr_decay`` per epoch);
+* ``"inverse_t"``: ε₀ / (1 + t/t₀) with t₀ = ``lr_decay`` updates (deepnet's MNIST example
+  uses ε₀ = 1, t₀ = 10⁴).
+
+**Update** with gradient g (of the mean loss over the mini-batch, penalties included):
+
+* damped momentum (``damped_momentum=True``, Hinton et al. 2012): Δw ← mΔw − (1 − m)εg;
+* classical momentum: Δw ← mΔw − εg; then w ← w + Δw, and after every update each unit's
+  incoming weight vector is projected onto ‖w‖₂ ≤ c (max-norm, §5.1; all Linear/Conv layers,
+  the output layer included, biases never).
+
+Our presets use **damped** momentum. With classical momentum the effective step is ε/(1 − m),
+which grows 50-fold while m ramps 0.5 → 0.99 and makes the large rates dropout needs blow up
+early or crawl late; the damped form keeps the step at about ε throughout the ramp, so one ε
+works for the whole run (the reason Hinton et al. 2012 wrote the update this way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from dropoutlab import penalties
+from dropoutlab.config import OptimConfig
+from dropoutlab.constraints import MaxNorm
+
+__all__ = ["MomentumSGD", "learning_rate", "momentum", "penalty"]
+
+
+def momentum(optim: OptimConfig, step: int) -> float:
+    """Momentum m for update number ``step`` (0-based), per the configured ramp."""
+    m0, m1, horizon = optim.momentum_start, optim.momentum_end, optim.momentum_updates
+    frac = 1.0 if horizon == 0 else min(step / horizon, 1.0)
+    if optim.momentum_ramp == "linear":
+        return m0 + (m1 - m0) * frac
+    return 1.0 - (1.0 - m0) * ((1.0 - m1) / (1.0 - m0)) ** frac
+
+
+def learning_rate(optim: OptimConfig, step: int, epoch: int) -> float:
+    """Learning rate ε for update ``step`` (0-based) in ``epoch`` (0-based)."""
+    if optim.lr_schedule == "constant":
+        return optim.lr
+    if optim.lr_schedule == "exponential":
+        return optim.lr * optim.lr_decay**epoch
+    return optim.lr / (1.0 + step / optim.lr_decay)
+
+
+class MomentumSGD:
+    """SGD with a per-step momentum and learning rate, damped or classical, plus max-norm.
+
+    The schedule lives outside: the training loop calls ``step(lr, m)`` with the values of
+    :func:`learning_rate` and :func:`momentum`. Velocities are plain tensors so a checkpoint
+    can store them (:meth:`state_dict`).
+
+    Args:
+        model: The model whose parameters are updated.
+        damped: Use Δw ← mΔw − (1 − m)εg (True) or Δw ← mΔw − εg (False).
+        max_norm: Radius c of the max-norm ball, or ``None`` for no constraint.
+    """
+
+    def __init__(self, model: nn.Module, *, damped: bool = True,
+                 max_norm: float | None = None) -> None:
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.velocity = [torch.zeros_like(p) for p in self.params]
+        self.damped = damped
+        self.constraint = MaxNorm(max_norm) if max_norm is not None else None
+
+    def zero_grad(self) -> None:
+        """Drop all gradients (``set_to_none`` style)."""
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float, m: float) -> None:
+        """One update with learning rate ``lr`` and momentum ``m``, then the max-norm projection."""
+        grad_scale = -(1.0 - m) * lr if self.damped else -lr
+        for p, v in zip(self.params, self.velocity, strict=True):
+            if p.grad is None:
+                continue
+            v.mul_(m).add_(p.grad, alpha=grad_scale)
+            p.add_(v)
+        if self.constraint is not None:
+            self.constraint(self.model)
+
+    def state_dict(self) -> dict[str, list[torch.Tensor]]:
+        """The velocities, for a checkpoint."""
+        return {"velocity": [v.clone() for v in self.velocity]}
+
+    def load_state_dict(self, state: dict[str, list[torch.Tensor]]) -> None:
+        """Restore velocities saved by :meth:`state_dict`."""
+        saved = state["velocity"]
+        if len(saved) != len(self.velocity):
+            raise ValueError(
+                f"checkpoint has {len(saved)} velocity tensors, the model needs "
+                f"{len(self.velocity)}"
+            )
+        for v, s in zip(self.velocity, saved, strict=True):
+            v.copy_(s)
+
+
+def penalty(model: nn.Module, optim: OptimConfig, epoch: int,
+            hidden: Iterable[torch.Tensor] = ()) -> torch.Tensor | None:
+    """The weight and activity penalties to add to the loss in ``epoch`` (0-based), or None.
+
+    L2 (coefficient ``l2``) on all weights; L1 (``l1``) from epoch ``l1_from_epoch`` on
+    (Table 9's "L1 towards the end"); KL-sparsity (``kl_sparsity``, target ``kl_target``) on
+    every hidden layer's activations in ``hidden``.
+    """
+    terms = []
+    if optim.l2 > 0:
+        terms.append(optim.l2 * penalties.l2(model))
+    if optim.l1 > 0 and epoch >= optim.l1_from_epoch:
+        terms.append(optim.l1 * penalties.l1(model))
+    if optim.kl_sparsity > 0:
+        terms += [optim.kl_sparsity * penalties.kl_sparsity(h, optim.kl_target) for h in hidden]
+    if not terms:
+        return None
+    return torch.stack(terms).sum()
+
