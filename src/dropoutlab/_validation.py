@@ -54,13 +54,19 @@ def check_positive_int(value: object, name: str) -> int:
     return value
 
 
-def check_floating(x: object, name: str = "x") -> torch.Tensor:
-    """Check that ``x`` is a floating-point tensor (dropout of integers is meaningless)."""
+_DROPOUT_WHY = (
+    "dropout scales kept values by 1/(1-p) (or multiplies by Gaussian noise), which integers "
+    "cannot hold"
+)
+
+
+def check_floating(x: object, name: str = "x", *, why: str = _DROPOUT_WHY) -> torch.Tensor:
+    """Check that ``x`` is a floating-point tensor; ``why`` ends the message (e.g. integers
+    cannot hold dropout's 1/(1-p) scaling)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(
-            f"`{name}` must be a floating-point tensor, got dtype={x.dtype}: dropout scales "
-            "kept values by 1/(1-p) (or multiplies by Gaussian noise), which integers cannot hold"
+            f"`{name}` must be a floating-point tensor, got dtype={x.dtype}: {why}"
         )
     return x

@@ -17,7 +17,7 @@ class ConfigError(DropoutlabError, ValueError):
 
 
 class DataError(DropoutlabError):
-    """A data file is missing, truncated or tampered with; the message says which and how to get it."""
+    """A data file is missing, truncated or tampered with; the message says which and the fix."""
 
 
 class StoreError(DropoutlabError):

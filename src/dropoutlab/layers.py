@@ -49,11 +49,12 @@ class Dropout(nn.Module):
         self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Apply dropout; ``generator`` overrides :attr:`generator` for this call."""
+        """Apply dropout (§4); ``generator`` overrides :attr:`generator` for this call."""
         gen = generator if generator is not None else self.generator
         return F.dropout(x, self.p, self.training, scale=self.scale, generator=gen)
 
     def extra_repr(self) -> str:
+        """``p=0.5, scale='train'``: shown inside the module's ``repr``."""
         return f"p={self.p}, scale={self.scale!r}"
 
 
@@ -80,13 +81,14 @@ class GaussianDropout(nn.Module):
 
     @property
     def sigma(self) -> float:
-        """Standard deviation of the multiplicative noise, sqrt(p/(1−p))."""
+        """Standard deviation of the multiplicative noise, sqrt(p/(1−p)) (§10)."""
         return F.gaussian_sigma(self.p)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Apply Gaussian dropout; ``generator`` overrides :attr:`generator` for this call."""
+        """Apply Gaussian dropout (§10); ``generator`` overrides :attr:`generator` for this call."""
         gen = generator if generator is not None else self.generator
         return F.gaussian_dropout(x, self.p, self.training, generator=gen)
 
     def extra_repr(self) -> str:
+        """``p=0.5, sigma=1``: shown inside the module's ``repr``."""
         return f"p={self.p}, sigma={self.sigma:.4g}"

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         "dropoutlab": dropoutlab.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cuda": torch.cuda.is_available() and torch.cuda.get_device_name(0) or "not available",
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
         "threads": torch.get_num_threads(),
         "backend": backend.get_backend(),
         "native kernels": "available" if kernels.available() else "not available",
