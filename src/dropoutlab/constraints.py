@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
-from dropoutlab._validation import check_positive_finite
+from dropoutlab._validation import check_floating, check_positive_finite
 
 __all__ = ["MaxNorm", "max_norm_"]
 
@@ -21,14 +22,20 @@ _CONSTRAINED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _reduce_dims(weight: torch.Tensor, dim: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(dim, int):
-        if not -weight.dim() <= dim < weight.dim():
+    """The dimensions that hold one unit's incoming vector, as non-negative indices."""
+    ndim = weight.dim()
+    dims = (dim,) if not isinstance(dim, Sequence) else tuple(dim)
+    if not dims:
+        raise ValueError(f"`dim` must name at least one dimension, got dim={dim!r}")
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int) or not -ndim <= d < ndim:
             raise ValueError(
-                f"`dim` must index a dimension of the {weight.dim()}-d weight, got dim={dim}"
+                f"`dim` must index dimensions of the {ndim}-d weight (in [{-ndim}, {ndim})), "
+                f"got dim={dim!r}"
             )
-        start = dim % weight.dim()
-        return tuple(range(start, weight.dim()))
-    return tuple(dim)
+    if isinstance(dim, int):
+        return tuple(range(dim % ndim, ndim))  # d and every dimension after it
+    return tuple(sorted({d % ndim for d in dims}))
 
 
 @torch.no_grad()
@@ -38,7 +45,9 @@ def max_norm_(
     """Project every incoming weight vector onto the ball of radius ``max_norm``, in place.
 
     Vectors already inside the ball are left bit-for-bit untouched; longer ones are rescaled to
-    norm ``max_norm`` (§5.1), up to the rounding of ``weight``'s dtype.
+    norm ``max_norm`` (§5.1), up to the rounding of ``weight``'s dtype. Norms and the rescaling
+    are computed in at least float32 (float64 stays float64), so half-precision weights are
+    rounded once, at the end.
 
     Args:
         weight: The weight tensor, e.g. ``linear.weight`` (out, in) or ``conv.weight``
@@ -53,19 +62,25 @@ def max_norm_(
 
     Raises:
         ValueError: ``max_norm`` is not a finite number > 0, or ``dim`` is out of range.
+        TypeError: ``weight`` is not a floating-point tensor.
     """
     c = check_positive_finite(max_norm, "max_norm")
+    check_floating(weight, "weight", why="rescaling a vector to norm c needs fractions")
     dims = _reduce_dims(weight, dim)
-    norms = torch.linalg.vector_norm(weight.float(), dim=dims, keepdim=True)
+    # float32 for half precision, float64 for float64: a float64 vector whose norm exceeds c by
+    # less than float32 rounding must still be projected.
+    work_dtype = torch.promote_types(weight.dtype, torch.float32)
+    work = weight.to(work_dtype)
+    norms = torch.linalg.vector_norm(work, dim=dims, keepdim=True)
     too_long = norms > c
     if bool(too_long.any()):
-        factor = torch.where(too_long, c / norms, torch.ones_like(norms))
-        weight.mul_(factor.to(weight.dtype))
+        factor = torch.where(too_long, c / norms, torch.ones_like(norms))  # exactly 1 inside
+        weight.copy_(work * factor)
     return weight
 
 
 class MaxNorm:
-    """A stateless max-norm constraint for a whole model: ``MaxNorm(3.0)(model)``.
+    """A stateless max-norm constraint for a whole model (§5.1): ``MaxNorm(3.0)(model)``.
 
     Call it right after ``optimizer.step()``: every ``nn.Linear`` and ``nn.Conv*d`` weight in
     ``model`` is projected with :func:`max_norm_` (rows of Linear weights, whole filters of conv
@@ -86,10 +101,14 @@ class MaxNorm:
         self.max_norm = check_positive_finite(max_norm, "max_norm")
 
     def __call__(self, model: nn.Module) -> None:
-        """Project every constrained weight of ``model`` in place."""
+        """Project every ``nn.Linear``/``nn.Conv*d`` weight of ``model`` in place (§5.1).
+
+        Lazy modules whose weights are not materialised yet are skipped.
+        """
         for module in model.modules():
-            if isinstance(module, _CONSTRAINED):
+            if isinstance(module, _CONSTRAINED) and not is_lazy(module.weight):
                 max_norm_(module.weight, self.max_norm, dim=1)
 
     def __repr__(self) -> str:
+        """``MaxNorm(max_norm=c)``."""
         return f"MaxNorm(max_norm={self.max_norm})"
