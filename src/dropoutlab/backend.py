@@ -77,7 +77,7 @@ def _native_applies(x: torch.Tensor) -> bool:
 def dropout(
     x: torch.Tensor, p: float, factor: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Training-mode Bernoulli dropout with drop probability ``0 < p < 1``; kept units × ``factor``."""
+    """Training-mode Bernoulli dropout with drop probability ``0 < p < 1``; kept units × factor."""
     if _native_applies(x):
         from dropoutlab import kernels
 

@@ -1,36 +1,206 @@
-"""Fast native CPU dropout kernels (not built yet: the torch reference path is used)."""
+"""Fast native CPU dropout (Srivastava et al., JMLR 2014, §4 Bernoulli and §10 Gaussian).
+
+torch's CPU ``bernoulli_`` is a serial loop and ``nn.Dropout`` keeps a float32 noise tensor
+(32 bits per element) for the backward pass. These kernels instead draw every element's random
+word from a counter-based generator (SplitMix64 evaluated at the element's index, see
+``dropout.c``), so that:
+
+* the result is the same whatever the thread count, and the work splits across cores (OpenMP,
+  sharing torch's thread pool and honouring ``torch.get_num_threads()``);
+* the backward pass *regenerates* the mask from a 64-bit seed instead of storing it: nothing
+  is saved for backward (0 bits per element). Backward is the same kernel applied to the incoming
+  gradient, so higher-order gradients come for free;
+* a seeded ``torch.Generator`` reproduces outputs and gradients bitwise: the seed of each call is
+  one draw from the generator (or torch's global one).
+
+The masks are *statistically* equivalent to the reference path in :mod:`dropoutlab.backend`, not
+bitwise equal to it. float32 and float64 CPU tensors are handled natively; other dtypes use the
+reference path (:func:`supports` says which). The C source is compiled on first use
+(:mod:`dropoutlab.kernels._build`); if that fails, :func:`available` is False, :func:`require`
+raises with the compiler's reason, and the ``"auto"`` backend quietly uses torch.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from typing import Any
+
 import torch
+
+from dropoutlab.kernels._build import KernelBuildError, Library, build
+
+__all__ = [
+    "KernelBuildError",
+    "available",
+    "dropout",
+    "gaussian_dropout",
+    "library",
+    "require",
+    "reset",
+    "supports",
+]
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = (torch.float32, torch.float64)
+_TWO_32 = 1 << 32
+
+_lock = threading.Lock()
+_library: Library | None = None
+_error: str | None = None
+_attempted = False
+
+
+def _load() -> Library | None:
+    """Build or load the library once per process; remember the failure reason."""
+    global _library, _error, _attempted
+    if not _attempted:
+        with _lock:
+            if not _attempted:
+                try:
+                    _library = build()
+                except KernelBuildError as err:
+                    _error = str(err)
+                    logger.debug("native dropout kernels unavailable, using torch: %s", err)
+                _attempted = True
+    return _library
 
 
 def available() -> bool:
-    """Whether the native kernels are usable on this machine."""
-    return False
+    """Whether the native kernels are built (or buildable) and loaded on this machine."""
+    return _load() is not None
 
 
-def require() -> None:
-    """Raise if the native kernels cannot be used."""
-    raise RuntimeError("the native dropout kernels are not available in this build")
+def require() -> Library:
+    """Return the loaded kernel library.
+
+    Raises:
+        KernelBuildError: the kernels cannot be built here; the message has the compiler output.
+    """
+    lib = _load()
+    if lib is None:
+        raise KernelBuildError(f"the native dropout kernels are not available: {_error}")
+    return lib
+
+
+def library() -> Library | None:
+    """The loaded library (path, flags, compiler), or None when unavailable."""
+    return _load()
+
+
+def reset() -> None:
+    """Forget the loaded library so the next call rebuilds (for tests and after changing $CC)."""
+    global _library, _error, _attempted
+    with _lock:
+        _library, _error, _attempted = None, None, False
 
 
 def supports(x: torch.Tensor) -> bool:
-    """Whether the native kernels handle tensors like ``x``."""
-    return False
+    """Whether the native kernels handle ``x``: a plain strided float32/float64 CPU tensor.
+
+    Tensor subclasses (fake, functorch-wrapped, ...) and other dtypes use the torch path.
+    """
+    return (
+        x.device.type == "cpu"
+        and x.dtype in _DTYPES
+        and x.layout == torch.strided
+        and type(x) in (torch.Tensor, torch.nn.Parameter)
+        and not torch.jit.is_tracing()
+    )
+
+
+def _draw_seed(generator: torch.Generator | None) -> int:
+    """One 63-bit seed from ``generator`` (or torch's global generator)."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator))
+
+
+def _launch(kind: str, x: torch.Tensor, seed: int, *params: Any) -> torch.Tensor:
+    """Run one kernel out of place on a contiguous copy of ``x``; returns a new tensor."""
+    lib = require()
+    src = x.contiguous()
+    out = torch.empty(src.shape, dtype=src.dtype)
+    suffix = "f32" if src.dtype == torch.float32 else "f64"
+    fn = getattr(lib.handle, f"dl_{kind}_{suffix}")
+    fn(src.data_ptr(), out.data_ptr(), src.numel(), seed, *params, torch.get_num_threads())
+    return out
+
+
+class _Dropout(torch.autograd.Function):
+    """y = x · m · factor with m regenerated from the seed; backward is the same map on dy."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, seed: int, thr: int, factor: float) -> torch.Tensor:
+        ctx.params = (seed, thr, factor)
+        return _launch("dropout", x, seed, thr, factor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        return _bernoulli(grad, *ctx.params), None, None, None
+
+
+class _Gaussian(torch.autograd.Function):
+    """y = x · (1 + σ z) with z regenerated from the seed; backward is the same map on dy."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, seed: int, sigma: float) -> torch.Tensor:
+        ctx.params = (seed, sigma)
+        return _launch("gaussian", x, seed, sigma)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        return _normal(grad, *ctx.params), None, None
+
+
+def _bernoulli(x: torch.Tensor, seed: int, thr: int, factor: float) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        out: torch.Tensor = _Dropout.apply(x, seed, thr, factor)
+        return out
+    return _launch("dropout", x, seed, thr, factor)
+
+
+def _normal(x: torch.Tensor, seed: int, sigma: float) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        out: torch.Tensor = _Gaussian.apply(x, seed, sigma)
+        return out
+    return _launch("gaussian", x, seed, sigma)
+
+
+def drop_threshold(p: float) -> int:
+    """The 32-bit threshold t with P(word < t) = t / 2^32 closest to ``p`` (an element is dropped
+    when the high 32 bits of its random word are below t)."""
+    return min(round(p * _TWO_32), _TWO_32 - 1)
 
 
 def dropout(
     x: torch.Tensor, p: float, factor: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Native Bernoulli dropout."""
-    require()
-    raise AssertionError
+    """Native Bernoulli dropout (§4): zero each element with probability ``p``, scale the rest.
+
+    Args:
+        x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
+        p: Drop probability, 0 < p < 1.
+        factor: Multiplier of kept elements: 1/(1−p) for inverted dropout, 1 for the paper's
+            train-time form.
+        generator: Source of the call's seed; ``None`` uses torch's global generator.
+
+    Returns:
+        A new contiguous tensor of ``x``'s shape and dtype, differentiable in ``x``.
+    """
+    return _bernoulli(x, _draw_seed(generator), drop_threshold(p), factor)
 
 
 def gaussian_dropout(
     x: torch.Tensor, sigma: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Native Gaussian dropout."""
-    require()
-    raise AssertionError
+    """Native Gaussian dropout (§10): multiply each element by 1 + σ·z, z ~ N(0, 1).
+
+    Args:
+        x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
+        sigma: Standard deviation of the multiplicative noise, sqrt(p/(1−p)).
+        generator: Source of the call's seed; ``None`` uses torch's global generator.
+
+    Returns:
+        A new contiguous tensor of ``x``'s shape and dtype, differentiable in ``x``.
+    """
+    return _normal(x, _draw_seed(generator), sigma)

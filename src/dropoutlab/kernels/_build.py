@@ -1,0 +1,182 @@
+"""Compile ``dropout.c`` on first use, cache the shared library, and load it with ctypes.
+
+Why compile at run time: the kernels need no torch headers, so there is no build step inside
+pip's isolated build environment (which would resolve a multi-GB CUDA torch), and ``-march=native``
+tunes them to the machine they run on. One build takes about a second; later processes load the
+cached library in milliseconds.
+
+The cache lives in ``$DROPOUTLAB_CACHE`` (default ``~/.cache/dropoutlab``), one file per
+(source, flags, compiler version, CPU) so that a home directory shared between different machines
+never loads a library built for another CPU. Libraries are written to a temporary name and
+renamed into place, so concurrent processes never see a half-written file.
+
+The compiler is ``$DROPOUTLAB_CC``, else ``$CC``, else ``cc``. Flag sets are tried from fastest to
+most portable (OpenMP and ``-march=native`` are dropped if the compiler rejects them); if none
+builds, :class:`KernelBuildError` carries the compiler's messages.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("dropout.c")
+ABI_VERSION = 1  # must match dl_abi_version() in dropout.c
+
+_BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off")
+# Fastest first. -ffp-contract=off keeps every lane and the scalar tail bit-identical.
+_FLAG_SETS: tuple[tuple[str, ...], ...] = (
+    ("-march=native", "-fopenmp"),
+    ("-fopenmp",),
+    ("-march=native",),
+    (),
+)
+
+
+
+class KernelBuildError(RuntimeError):
+    """The native kernels could not be compiled or loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class Library:
+    """A loaded kernel library and how it was built."""
+
+    path: Path
+    flags: tuple[str, ...]
+    compiler: str
+    handle: ctypes.CDLL
+
+    @property
+    def openmp(self) -> bool:
+        """Whether the library splits work across threads."""
+        return "-fopenmp" in self.flags
+
+
+def cache_dir() -> Path:
+    """Directory holding compiled kernels: ``$DROPOUTLAB_CACHE`` or ``~/.cache/dropoutlab``."""
+    root = os.environ.get("DROPOUTLAB_CACHE") or os.path.join("~", ".cache", "dropoutlab")
+    return Path(root).expanduser() / "kernels"
+
+
+def compiler() -> str:
+    """The C compiler command: ``$DROPOUTLAB_CC``, else ``$CC``, else ``cc``."""
+    return os.environ.get("DROPOUTLAB_CC") or os.environ.get("CC") or "cc"
+
+
+def _cpu_fingerprint() -> str:
+    """Model and feature flags of this CPU, so -march=native builds are never shared."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    text += line
+                if line.strip() == "":  # the first processor is enough
+                    break
+    except OSError:
+        pass
+    return text
+
+
+def _compiler_version(cc: str) -> str:
+    try:
+        done = subprocess.run(
+            [cc, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        raise KernelBuildError(f"C compiler {cc!r} cannot be run: {err}") from err
+    if done.returncode != 0:
+        raise KernelBuildError(f"C compiler {cc!r} --version failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _library_path(cc: str, version: str, flags: tuple[str, ...]) -> Path:
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), cc.encode(), version.encode(), " ".join(flags).encode()):
+        digest.update(part)
+        digest.update(b"\0")
+    if "-march=native" in flags:
+        digest.update(_cpu_fingerprint().encode())
+    return cache_dir() / f"dropout-{digest.hexdigest()[:20]}.so"
+
+
+def _compile(cc: str, flags: tuple[str, ...], target: Path) -> None:
+    """Compile into a temporary file next to ``target`` and rename it into place (atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [cc, *_BASE_FLAGS, *flags, str(SOURCE), "-o", tmp_name, "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise KernelBuildError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()}")
+        os.replace(tmp_name, target)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def _declare(handle: ctypes.CDLL) -> None:
+    """Give every exported function its C signature (ctypes checks arguments against it)."""
+    i64, u64, u32, cint = ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int
+    ptr = ctypes.c_void_p
+    signatures: dict[str, list[type]] = {
+        "dl_dropout_f32": [ptr, ptr, i64, u64, u32, ctypes.c_float, cint],
+        "dl_dropout_f64": [ptr, ptr, i64, u64, u32, ctypes.c_double, cint],
+        "dl_gaussian_f32": [ptr, ptr, i64, u64, ctypes.c_float, cint],
+        "dl_gaussian_f64": [ptr, ptr, i64, u64, ctypes.c_double, cint],
+        "dl_words": [u64, i64, i64, ptr],
+    }
+    for name, argtypes in signatures.items():
+        fn = getattr(handle, name)
+        fn.argtypes = argtypes
+        fn.restype = None
+    handle.dl_abi_version.argtypes = []
+    handle.dl_abi_version.restype = cint
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    try:
+        handle = ctypes.CDLL(str(path))
+    except OSError as err:
+        raise KernelBuildError(f"cannot load {path}: {err}") from err
+    _declare(handle)
+    if handle.dl_abi_version() != ABI_VERSION:
+        raise KernelBuildError(f"{path} has ABI {handle.dl_abi_version()}, need {ABI_VERSION}")
+    return handle
+
+
+def build() -> Library:
+    """Return the kernel library, compiling it first if no cached build matches.
+
+    Raises:
+        KernelBuildError: no compiler, every flag set failed, or the library does not load.
+    """
+    cc = compiler()
+    if shutil.which(cc) is None:
+        raise KernelBuildError(
+            f"no C compiler: {cc!r} is not on PATH (set DROPOUTLAB_CC or CC, or install gcc)"
+        )
+    version = _compiler_version(cc)
+    failures: list[str] = []
+    for extra in _FLAG_SETS:
+        path = _library_path(cc, version, extra)
+        try:
+            if not path.exists():
+                logger.info("compiling dropout kernels: %s %s", cc, " ".join(extra))
+                _compile(cc, extra, path)
+            return Library(path=path, flags=_BASE_FLAGS + extra, compiler=cc, handle=_load(path))
+        except (KernelBuildError, OSError, subprocess.SubprocessError) as err:
+            failures.append(str(err))
+    raise KernelBuildError("could not build the dropout kernels:\n" + "\n".join(failures))

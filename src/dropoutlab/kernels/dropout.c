@@ -1,0 +1,195 @@
+/*
+ * Fast CPU dropout kernels for dropoutlab (Srivastava et al., JMLR 2014, §4 and §10).
+ *
+ * Compiled on first use by dropoutlab/kernels/_build.py with the system C compiler and loaded
+ * with ctypes; nothing here depends on torch.
+ *
+ * Random numbers are counter-based: element i of a call with seed s uses the 64-bit word
+ *
+ *     h(s, i) = mix64(k + (i + 1) * GAMMA),  k = mix64(s)
+ *
+ * which is the i-th output of the SplitMix64 generator seeded with k (Steele, Lea & Flood,
+ * "Fast splittable pseudorandom number generators", OOPSLA 2014; it passes BigCrush). Because a
+ * word depends only on (s, i), the result is the same whatever the thread count or the order the
+ * blocks run in, and the backward pass regenerates the mask from s instead of storing it.
+ *
+ * Bernoulli dropout keeps element i when the high 32 bits of h are >= thr, thr = round(p * 2^32),
+ * so P(drop) = thr / 2^32 = p to within 2^-33. The output is x * (kept ? factor : 0), a product
+ * (not a select) so that inf/NaN propagate exactly as in the reference x * mask.
+ *
+ * Gaussian dropout multiplies by 1 + sigma * z, z ~ N(0, 1) from the Box-Muller transform of
+ * the two 32-bit halves of h: z = sqrt(-2 ln u1) cos(2 pi u2). log and cos are evaluated with
+ * branch-free polynomials (below) so the loop vectorises and every lane, vector or scalar tail,
+ * computes the same bits.
+ *
+ * Work is split into fixed blocks of BLOCK elements, so which code path (vector body or scalar
+ * tail) handles an element never depends on the number of threads.
+ */
+
+#define _GNU_SOURCE /* MADV_HUGEPAGE */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#define BLOCK 4096
+#define GAMMA 0x9e3779b97f4a7c15ULL
+#define HUGE_PAGE ((int64_t)2 << 20)
+
+/* SplitMix64's output function (Stafford's "Mix13" variant of the MurmurHash3 finaliser). */
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t word(uint64_t key, int64_t i) {
+    return mix64(key + ((uint64_t)i + 1u) * GAMMA);
+}
+
+/* Natural log of u in (0, 1]: u = m * 2^e with m in [sqrt(1/2), sqrt(2)),
+ * ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716; odd series to s^11 (rel. err < 1e-9
+ * before float rounding). */
+static inline float log_unit(float u) {
+    uint32_t bits;
+    memcpy(&bits, &u, sizeof bits);
+    uint32_t ix = bits - 0x3f3504f3u; /* 0x3f3504f3 is sqrt(1/2) */
+    int32_t e = (int32_t)ix >> 23;    /* u = m * 2^e */
+    uint32_t mbits = bits - (ix & 0xff800000u);
+    float m;
+    memcpy(&m, &mbits, sizeof m);
+    float s = (m - 1.0f) / (m + 1.0f);
+    float s2 = s * s;
+    float odd = 1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9
+                + s2 * (1.0f / 11)))));
+    return (float)e * 0.69314718055994531f + 2.0f * s * odd;
+}
+
+/* cos(2 pi t) for t in [0, 1): fold to a in [0, 1/4] by symmetry, then an even Taylor
+ * polynomial in x = 2 pi a up to x^12 (abs. err < 3e-8 on [0, pi/2]). */
+static inline float cos_turn(float t) {
+    float a = fabsf(t - 0.5f);             /* cos(2 pi t) = -cos(2 pi a), a in [0, 1/2] */
+    float sign = a > 0.25f ? 1.0f : -1.0f; /* -cos(2 pi a) = cos(2 pi (1/2 - a)) if a > 1/4 */
+    a = a > 0.25f ? 0.5f - a : a;
+    float x = 6.28318530717958648f * a;
+    float x2 = x * x;
+    float c = 1.0f + x2 * (-1.0f / 2 + x2 * (1.0f / 24 + x2 * (-1.0f / 720 + x2 * (1.0f / 40320
+              + x2 * (-1.0f / 3628800 + x2 * (1.0f / 479001600))))));
+    return sign * c;
+}
+
+/* Box-Muller radius sqrt(-2 ln u1), u1 = (low 32 bits + 1/2) / 2^32 in (0, 1]. */
+static inline float radius(uint64_t h) {
+    float u1 = ((float)(uint32_t)h + 0.5f) * 2.3283064365386963e-10f;
+    return sqrtf(-2.0f * log_unit(u1));
+}
+
+/* Box-Muller turn u2 in [0, 1) from the top 24 bits (a float holds 24 exactly). */
+static inline float turn(uint64_t h) { return (float)(uint32_t)(h >> 40) * 5.9604644775390625e-08f; }
+
+/* sin(2 pi u) = cos(2 pi (u - 1/4)), shifted back into [0, 1) (exact for 24-bit u). */
+static inline float sin_turn(float u) { return cos_turn(u < 0.25f ? u + 0.75f : u - 0.25f); }
+
+/* Ask Linux to back a large, not yet touched output with 2 MiB pages: one page fault instead
+ * of 512. A hint only: it never changes results. */
+static void advise_huge(void *ptr, int64_t nbytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (nbytes < 4 * HUGE_PAGE) return;
+    uintptr_t start = ((uintptr_t)ptr + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    uintptr_t end = ((uintptr_t)ptr + (uintptr_t)nbytes) & ~(uintptr_t)(HUGE_PAGE - 1);
+    if (end > start) madvise((void *)start, end - start, MADV_HUGEPAGE);
+#else
+    (void)ptr;
+    (void)nbytes;
+#endif
+}
+
+static int threads_for(int64_t n, int nthreads) {
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+    if (nthreads < 1 || blocks < 4) return 1;
+    return blocks < nthreads ? (int)blocks : nthreads;
+}
+
+/* One block of len <= BLOCK elements starting at x, y, using words c0, c0 + 1, ...
+ * Word j feeds two elements: its low 32 bits element j, its high 32 bits element half + j
+ * (half = ceil(len / 2)); for odd len the last low element has no partner. Both halves are
+ * contiguous, so the loop vectorises, and each word is hashed once for two elements. */
+#define DEFINE_BLOCKS(T, SUFFIX)                                                             \
+    static void dropout_block_##SUFFIX(const T *x, T *y, int64_t len, uint64_t key,         \
+                                       uint64_t c0, uint32_t thr, T factor) {               \
+        int64_t half = (len + 1) / 2, pairs = len - half;                                   \
+        for (int64_t j = 0; j < pairs; ++j) {                                               \
+            uint64_t h = word(key, (int64_t)(c0 + j));                                      \
+            y[j] = x[j] * ((uint32_t)h >= thr ? factor : (T)0);                             \
+            y[half + j] = x[half + j] * ((uint32_t)(h >> 32) >= thr ? factor : (T)0);       \
+        }                                                                                   \
+        if (half > pairs) {                                                                 \
+            uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
+            y[pairs] = x[pairs] * ((uint32_t)h >= thr ? factor : (T)0);                     \
+        }                                                                                   \
+    }                                                                                       \
+                                                                                            \
+    static void gaussian_block_##SUFFIX(const T *x, T *y, int64_t len, uint64_t key,        \
+                                        uint64_t c0, T sigma) {                             \
+        int64_t half = (len + 1) / 2, pairs = len - half;                                   \
+        for (int64_t j = 0; j < pairs; ++j) {                                               \
+            uint64_t h = word(key, (int64_t)(c0 + j));                                      \
+            float r = radius(h), u = turn(h);                                               \
+            y[j] = x[j] * ((T)1 + sigma * (T)(r * cos_turn(u)));                            \
+            y[half + j] = x[half + j] * ((T)1 + sigma * (T)(r * sin_turn(u)));             \
+        }                                                                                   \
+        if (half > pairs) {                                                                 \
+            uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
+            y[pairs] = x[pairs] * ((T)1 + sigma * (T)(radius(h) * cos_turn(turn(h))));      \
+        }                                                                                   \
+    }
+
+DEFINE_BLOCKS(float, f32)
+DEFINE_BLOCKS(double, f64)
+
+/* Split n elements into fixed blocks (block b uses words b * BLOCK/2 + j) and run them on up
+ * to nthreads OpenMP threads; the result does not depend on the split. */
+#define FOR_BLOCKS(n, nthreads, CALL)                                                        \
+    do {                                                                                    \
+        int64_t nblocks_ = ((n) + BLOCK - 1) / BLOCK;                                       \
+        _Pragma("omp parallel for schedule(static) num_threads(threads_for(n, nthreads))")  \
+        for (int64_t b = 0; b < nblocks_; ++b) {                                            \
+            int64_t lo = b * BLOCK;                                                         \
+            int64_t len = (n) - lo < BLOCK ? (n) - lo : BLOCK;                              \
+            uint64_t c0 = (uint64_t)b * (BLOCK / 2);                                        \
+            CALL;                                                                           \
+        }                                                                                   \
+    } while (0)
+
+#define DEFINE_ENTRY_POINTS(T, SUFFIX)                                                       \
+    void dl_dropout_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, uint32_t thr,      \
+                             T factor, int nthreads) {                                      \
+        uint64_t key = mix64(seed);                                                         \
+        advise_huge(y, n * (int64_t)sizeof(T));                                              \
+        FOR_BLOCKS(n, nthreads,                                                             \
+                   dropout_block_##SUFFIX(x + lo, y + lo, len, key, c0, thr, factor));      \
+    }                                                                                       \
+                                                                                            \
+    void dl_gaussian_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, T sigma,          \
+                              int nthreads) {                                               \
+        uint64_t key = mix64(seed);                                                         \
+        advise_huge(y, n * (int64_t)sizeof(T));                                              \
+        FOR_BLOCKS(n, nthreads, gaussian_block_##SUFFIX(x + lo, y + lo, len, key, c0, sigma)); \
+    }
+
+DEFINE_ENTRY_POINTS(float, f32)
+DEFINE_ENTRY_POINTS(double, f64)
+
+/* The raw words, for tests that check the generator against its definition. */
+void dl_words(uint64_t seed, int64_t start, int64_t n, uint64_t *out) {
+    uint64_t key = mix64(seed);
+    for (int64_t i = 0; i < n; ++i) out[i] = word(key, start + i);
+}
+
+
+
+/* Version of this ABI; _build.py refuses a library that reports another. */
+int dl_abi_version(void) { return 1; }

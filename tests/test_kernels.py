@@ -1,0 +1,375 @@
+"""Tests for the native CPU dropout kernels (dropoutlab.kernels; Srivastava et al. 2014, §4, §10).
+
+The core behaviour (contract, statistics, oracle, reproducibility) is tested for every backend in
+test_functional.py. This file tests what is specific to the native path: the counter-based
+generator against its written definition, independence of the thread count and of the
+vector/scalar code path, zero bytes saved for backward, higher-order gradients, the compile
+cache, and the automatic fallback to torch when the build fails.
+
+Statistical bounds use z = 5.3 standard errors: a false failure rate of about 1e-7 per check.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from dropoutlab import backend, kernels
+from dropoutlab import functional as F
+from dropoutlab.kernels import _build
+
+Z = 5.3  # two-sided normal quantile for a false-failure rate of ~1.2e-7 per check
+MASK64 = (1 << 64) - 1
+GAMMA = 0x9E3779B97F4A7C15
+BLOCK = 4096  # must match dropout.c
+
+pytestmark = pytest.mark.skipif(
+    not kernels.available(), reason="native kernels cannot be built on this machine"
+)
+
+
+def mix64(z: int) -> int:
+    """SplitMix64's output function, written from its definition (the oracle for dropout.c)."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def word(seed: int, i: int) -> int:
+    """The i-th random word of the stream for ``seed``: mix64(mix64(seed) + (i + 1) * GAMMA)."""
+    return mix64((mix64(seed) + (i + 1) * GAMMA) & MASK64)
+
+
+def expected_keep(seed: int, n: int, thr: int) -> list[bool]:
+    """Which of n elements survive, from the written block/pair layout of dropout.c."""
+    keep = [False] * n
+    for lo in range(0, n, BLOCK):
+        length = min(BLOCK, n - lo)
+        half = (length + 1) // 2
+        c0 = (lo // BLOCK) * (BLOCK // 2)
+        for j in range(half):
+            h = word(seed, c0 + j)
+            keep[lo + j] = (h & 0xFFFFFFFF) >= thr
+            if half + j < length:
+                keep[lo + half + j] = (h >> 32) >= thr
+    return keep
+
+
+def raw_call(kind: str, x: torch.Tensor, out: torch.Tensor, seed: int, *params: float) -> None:
+    """Call a C entry point directly (lets a test pass the same buffer as input and output)."""
+    lib = kernels.require()
+    suffix = "f32" if x.dtype == torch.float32 else "f64"
+    fn = getattr(lib.handle, f"dl_{kind}_{suffix}")
+    fn(x.data_ptr(), out.data_ptr(), x.numel(), seed, *params, torch.get_num_threads())
+
+
+@pytest.fixture
+def native() -> Iterator[None]:
+    """Select the native backend for one test."""
+    with backend.use_backend("native"):
+        yield
+
+
+@pytest.fixture
+def threads() -> Iterator[int]:
+    """Restore torch's thread count after a test changes it."""
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)
+
+
+class TestGenerator:
+    def test_words_follow_the_splitmix64_definition(self) -> None:
+        """dl_words returns mix64(mix64(seed) + (i + 1)·γ), checked against Python integers."""
+        seed, start, n = 0x1234_5678_9ABC_DEF0, 1_000_003, 64
+        out = (ctypes.c_uint64 * n)()
+        kernels.require().handle.dl_words(seed, start, n, out)
+        assert list(out) == [word(seed, start + i) for i in range(n)]
+
+    @pytest.mark.parametrize("n", [1, 7, BLOCK, 2 * BLOCK + 37])
+    def test_mask_follows_the_documented_layout(self, n: int) -> None:
+        """Element i is kept iff its 32-bit half-word ≥ round(p·2^32), blocks and tails included."""
+        seed, p = 987_654_321, 0.3
+        thr = kernels.drop_threshold(p)
+        x = torch.ones(n)
+        y = torch.empty_like(x)
+        raw_call("dropout", x, y, seed, thr, 2.0)
+        assert (y != 0).tolist() == expected_keep(seed, n, thr)
+        assert set(y.unique().tolist()) <= {0.0, 2.0}
+
+    def test_threshold_is_the_closest_32_bit_fraction(self) -> None:
+        """P(drop) = thr / 2^32 is within 2^-33 of p, and p near 1 never overflows 32 bits."""
+        for p in (1e-12, 0.1, 0.5, 0.9, 1 - 1e-12):
+            thr = kernels.drop_threshold(p)
+            assert 0 <= thr < 2**32
+            assert abs(thr / 2**32 - p) <= 2**-32
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_thread_count_does_not_change_anything(
+        self, threads: int, dtype: torch.dtype
+    ) -> None:
+        """Outputs and gradients are bitwise equal with 1, 2 and 3 threads (20 blocks + tail)."""
+        results = []
+        for n_threads in (1, 2, 3):
+            torch.set_num_threads(n_threads)
+            data = torch.Generator().manual_seed(0)
+            x = torch.randn(20 * BLOCK + 999, dtype=dtype, generator=data)
+            x.requires_grad_()
+            g = torch.Generator().manual_seed(5)
+            y = kernels.dropout(x, 0.4, 1 / 0.6, g) + kernels.gaussian_dropout(x, 0.7, g)
+            y.backward(torch.ones_like(y))
+            assert x.grad is not None
+            results.append((y.detach(), x.grad))
+        for y, grad in results[1:]:
+            assert torch.equal(y, results[0][0])
+            assert torch.equal(grad, results[0][1])
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_in_place_call_matches_out_of_place(self, dtype: torch.dtype) -> None:
+        """The scalar loop (taken when input and output alias) computes the vector loop's bits."""
+        n, seed = 3 * BLOCK + 5, 42
+        x = torch.randn(n, dtype=dtype)
+        for kind, params in (("dropout", (kernels.drop_threshold(0.5), 2.0)), ("gaussian", (0.8,))):
+            out = torch.empty_like(x)
+            raw_call(kind, x, out, seed, *params)
+            inplace = x.clone()
+            raw_call(kind, inplace, inplace, seed, *params)
+            assert torch.equal(out, inplace), kind
+
+
+class TestStatistics:
+    @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
+    def test_drop_fraction_and_mean(self, native: None, global_seed: int, p: float) -> None:
+        """Drop fraction within Z binomial standard errors of p; E[out] = in (inverted scale)."""
+        n = 1 << 20
+        g = torch.Generator().manual_seed(global_seed)
+        y = F.dropout(torch.ones(n), p, generator=g)
+        se = math.sqrt(p * (1 - p) / n)
+        assert abs((y == 0).double().mean().item() - p) < Z * se
+        assert abs(y.double().mean().item() - 1.0) < Z * se / (1 - p)
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_gaussian_moments_and_normality(
+        self, native: None, global_seed: int, dtype: torch.dtype
+    ) -> None:
+        """Noise has mean 1 and variance p/(1−p) within Z standard errors, and passes a
+        Kolmogorov–Smirnov test at the 1e-7 level (critical value sqrt(ln(2/α)/2) / sqrt(n))."""
+        n, p = 1 << 18, 0.5
+        sigma = F.gaussian_sigma(p)
+        g = torch.Generator().manual_seed(global_seed)
+        noise = F.gaussian_dropout(torch.ones(n, dtype=dtype), p, generator=g).double()
+        assert abs(noise.mean().item() - 1.0) < Z * sigma / math.sqrt(n)
+        var_se = sigma**2 * math.sqrt(2 / (n - 1))  # normal data: Var(s²) = 2σ⁴/(n−1)
+        assert abs(noise.var().item() - sigma**2) < Z * var_se
+        z = ((noise - 1.0) / sigma).sort().values
+        cdf = torch.special.ndtr(z)
+        ranks = torch.arange(1, n + 1, dtype=torch.float64)
+        ks = torch.maximum(ranks / n - cdf, cdf - (ranks - 1) / n).max().item()
+        assert ks < math.sqrt(math.log(2 / 1e-7) / 2) / math.sqrt(n)
+
+    def test_gaussian_tails_are_present(self, native: None) -> None:
+        """About 0.27 % of normal draws lie beyond 3σ (Z binomial errors), none beyond 6.8σ."""
+        n = 1 << 20
+        z = F.gaussian_dropout(torch.ones(n), 0.5, generator=torch.Generator().manual_seed(3)) - 1
+        beyond = (z.abs() > 3).double().mean().item()
+        q = math.erfc(3 / math.sqrt(2))
+        assert abs(beyond - q) < Z * math.sqrt(q * (1 - q) / n)
+        assert z.abs().max().item() < 6.8
+
+
+class TestAutograd:
+    def test_nothing_is_saved_for_backward(self, native: None) -> None:
+        """The mask is regenerated from the seed: saved-tensor hooks see 0 bytes (torch: 4/elem)."""
+        saved: list[int] = []
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        x = torch.randn(256, 64, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            F.dropout(x, 0.5).sum().backward()
+            F.gaussian_dropout(x, 0.5).sum().backward()
+        assert sum(saved) == 0
+
+    def test_gradient_is_mask_times_factor(self, native: None) -> None:
+        """dL/dx = g · m · factor, the same mask as the forward pass."""
+        x = torch.rand(513, 77) + 0.5
+        x.requires_grad_()
+        g = torch.randn(513, 77)
+        y = F.dropout(x, 0.3, generator=torch.Generator().manual_seed(1))
+        y.backward(g)
+        assert x.grad is not None
+        expected = g * (y != 0) * torch.tensor(1 / 0.7, dtype=torch.float32)
+        assert torch.equal(x.grad, expected)
+
+    @pytest.mark.parametrize("op", ["dropout", "gaussian"])
+    def test_gradcheck_and_gradgradcheck_float64(self, native: None, op: str) -> None:
+        """First and second derivatives match finite differences (backward is itself a dropout)."""
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            g = torch.Generator().manual_seed(11)
+            if op == "dropout":
+                return F.dropout(x, 0.4, generator=g)
+            return F.gaussian_dropout(x, 0.4, generator=g)
+
+        x = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(fn, (x,))
+        assert torch.autograd.gradgradcheck(fn, (x,))
+
+    def test_same_seed_same_outputs_and_grads(self, native: None, global_seed: int) -> None:
+        """A seeded generator reproduces outputs and gradients bitwise; a new draw differs."""
+        runs = []
+        for _ in range(2):
+            g = torch.Generator().manual_seed(global_seed)
+            x = torch.linspace(-3, 3, 4099, requires_grad=True)
+            y = F.dropout(x, 0.5, generator=g) * F.gaussian_dropout(x, 0.5, generator=g)
+            y.backward(torch.ones_like(y))
+            assert x.grad is not None
+            runs.append((y.detach(), x.grad))
+        assert torch.equal(runs[0][0], runs[1][0])
+        assert torch.equal(runs[0][1], runs[1][1])
+        x = torch.ones(4099)
+        assert not torch.equal(F.dropout(x, 0.5, generator=g), F.dropout(x, 0.5, generator=g))
+
+    def test_global_generator_is_used_without_a_generator(self, native: None) -> None:
+        """generator=None draws the seed from torch's global generator (torch.manual_seed)."""
+        torch.manual_seed(123)
+        a = F.dropout(torch.ones(1000), 0.5)
+        torch.manual_seed(123)
+        assert torch.equal(a, F.dropout(torch.ones(1000), 0.5))
+
+
+class TestContract:
+    @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1,), (2, 3, 4, 5)])
+    def test_any_shape(self, native: None, shape: tuple[int, ...]) -> None:
+        """Empty, 0-dim and n-dim inputs keep their shape and dtype."""
+        x = torch.ones(shape, dtype=torch.float64)
+        for y in (F.dropout(x, 0.5), F.gaussian_dropout(x, 0.5)):
+            assert y.shape == x.shape and y.dtype == x.dtype
+
+    def test_non_contiguous_input_and_gradient(self, native: None) -> None:
+        """A transposed input gives the transposed result of its contiguous copy, and the
+        gradient reaches the strided input through the same mask."""
+        base = (torch.rand(64, 48) + 0.5).requires_grad_()
+        x = base.t()
+        y = F.dropout(x, 0.5, generator=torch.Generator().manual_seed(2))
+        expected = F.dropout(x.contiguous(), 0.5, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(y, expected)
+        y.sum().backward()
+        assert base.grad is not None
+        assert torch.equal(base.grad.t(), (y != 0).float() * 2)
+
+    def test_inf_and_nan_propagate_like_the_reference(self, native: None) -> None:
+        """x · 0 for a dropped inf is NaN, as in the reference x * mask."""
+        x = torch.full((4096,), math.inf)
+        y = F.dropout(x, 0.5, generator=torch.Generator().manual_seed(0))
+        assert torch.isnan(y).any() and torch.isinf(y).any()
+        assert torch.isnan(F.dropout(torch.full((10,), math.nan), 0.5)).all()
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+    def test_other_dtypes_use_the_torch_path(self, dtype: torch.dtype) -> None:
+        """supports() is False for half types; auto and native fall back to torch and still work."""
+        x = torch.ones(1000, dtype=dtype)
+        assert not kernels.supports(x)
+        for name in ("auto", "native"):
+            with backend.use_backend(name):
+                y = F.dropout(x, 0.5, generator=torch.Generator().manual_seed(0))
+            assert y.dtype == dtype and set(y.unique().tolist()) <= {0.0, 2.0}
+
+    @pytest.mark.parametrize("name", ["native", "auto"])
+    def test_backend_selects_the_native_path(self, name: str) -> None:
+        """native and auto route float32 CPU tensors to the kernels (same draw, same bits)."""
+        x = torch.randn(999)
+        with backend.use_backend(name):
+            y = F.dropout(x, 0.5, generator=torch.Generator().manual_seed(4))
+        direct = kernels.dropout(x, 0.5, 2.0, torch.Generator().manual_seed(4))
+        assert torch.equal(y, direct)
+
+    def test_torch_backend_is_the_reference(self) -> None:
+        """Forcing "torch" gives exactly the reference path's output for the same generator."""
+        x = torch.randn(999)
+        with backend.use_backend("torch"):
+            y = F.dropout(x, 0.5, generator=torch.Generator().manual_seed(4))
+        ref = backend.reference_dropout(x, 0.5, 2.0, torch.Generator().manual_seed(4))
+        assert torch.equal(y, ref)
+
+    def test_backend_from_environment(self, tmp_path: Path) -> None:
+        """DROPOUTLAB_BACKEND=torch in a fresh process selects the reference path."""
+        code = "from dropoutlab import backend; print(backend.get_backend())"
+        env = {**os.environ, "DROPOUTLAB_BACKEND": "torch"}
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == "torch"
+
+
+@pytest.fixture
+def fresh_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """An empty kernel cache; the process's loaded library is restored afterwards."""
+    monkeypatch.setenv("DROPOUTLAB_CACHE", str(tmp_path / "cache"))
+    kernels.reset()
+    yield tmp_path
+    monkeypatch.undo()
+    kernels.reset()
+    kernels.available()
+
+
+def _fake_compiler(directory: Path, message: str) -> Path:
+    """A `cc` that answers --version but fails every compile with ``message``."""
+    script = directory / "broken-cc"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "--version" ]; then echo "broken-cc 1.0"; exit 0; fi\n'
+        f'echo "{message}" >&2\nexit 1\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+class TestBuild:
+    def test_build_is_cached_and_atomic(self, fresh_build: Path) -> None:
+        """The first build writes one library into $DROPOUTLAB_CACHE; the next one reuses it
+        and no temporary file is left behind."""
+        first = _build.build()
+        assert first.path.parent == fresh_build / "cache" / "kernels"
+        mtime = first.path.stat().st_mtime_ns
+        second = _build.build()
+        assert second.path == first.path and second.path.stat().st_mtime_ns == mtime
+        assert [p.name for p in first.path.parent.iterdir()] == [first.path.name]
+
+    def test_missing_compiler_falls_back_to_torch(
+        self, fresh_build: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No compiler: available() is False, auto uses torch silently, native raises why."""
+        monkeypatch.setenv("DROPOUTLAB_CC", str(fresh_build / "no-such-cc"))
+        assert not kernels.available()
+        with pytest.raises(kernels.KernelBuildError, match="not on PATH"):
+            kernels.require()
+        x = torch.randn(500)
+        with backend.use_backend("auto"):
+            y = F.dropout(x, 0.5, generator=torch.Generator().manual_seed(9))
+        ref = backend.reference_dropout(x, 0.5, 2.0, torch.Generator().manual_seed(9))
+        assert torch.equal(y, ref)
+        with backend.use_backend("native"), pytest.raises(kernels.KernelBuildError):
+            F.dropout(x, 0.5)
+
+    def test_compiler_error_is_reported(
+        self, fresh_build: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A compiler that fails: require() raises with the compiler's own message."""
+        monkeypatch.setenv("DROPOUTLAB_CC", str(_fake_compiler(fresh_build, "error: boom")))
+        assert not kernels.available()
+        with pytest.raises(kernels.KernelBuildError, match="error: boom"):
+            kernels.require()
+        with backend.use_backend("auto"):
+            assert F.gaussian_dropout(torch.ones(10), 0.5).shape == (10,)
