@@ -1,0 +1,186 @@
+"""Effect of the data-set size (§7.4, Figure 10).
+
+The paper trains 784-1024-1024-2048-10 nets, with dropout (retention 0.8 input, 0.5 hidden)
+and without, on random subsets of MNIST's training set of 100, 500, 1K, 5K, 10K and 50K
+examples. With 100 and 500 examples dropout gives no gain (the net overfits anyway); the gain
+grows with the size, then shrinks at 50K (a "sweet spot"). The paper prints no numbers.
+
+Subsets are stratified and drawn with the run seed (``data.train_size``), so seeds differ in
+both the subset and the initialisation. Small subsets get more epochs so every run makes
+enough updates; below the paper budget the batch is also smaller for them (at most a tenth of
+the subset), which keeps ten updates per epoch without evaluating the validation set for every
+single update. Widths are divided by the budget's factor (quick: 4, so 784-256-256-512-10).
+
+Rules (seed means of test error, gain = no dropout − dropout): "no gain at 100–500 examples"
+when the gain there is within noise of zero or negative (|gain| ≤ 2 standard errors, or
+gain < 0); "a gain at ≥ 5K" when dropout beats no dropout at every size ≥ 5K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dropoutlab.config import RunConfig, with_changes
+from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.common import (
+    Stat,
+    base_config,
+    beats,
+    config_value,
+    drop_from_retain,
+    finished,
+    group_by,
+    make_job,
+    metric_stat,
+    new_figure,
+    noise_bound,
+    ours_cell,
+    seed_list,
+    status_note,
+)
+from dropoutlab.jobs import Job
+
+__all__ = ["EXPERIMENT", "SIZES", "DatasetSize", "schedule"]
+
+SIZES = (100, 500, 1_000, 5_000, 10_000, 50_000)
+PAPER_WIDTHS = (1024, 1024, 2048)
+VARIANTS = ("no dropout", "dropout")
+
+# budget → (width divisor, sizes, {size: epochs}, small-batch rule on?)
+_SCALE: dict[str, tuple[int, tuple[int, ...], dict[int, int], bool]] = {
+    "smoke": (32, (100, 500, 1097), {100: 10, 500: 4, 1097: 3}, True),
+    "quick": (4, SIZES, {100: 100, 500: 100, 1_000: 100, 5_000: 40, 10_000: 25, 50_000: 12},
+              True),
+    "paper": (1, SIZES, {100: 5000, 500: 3000, 1_000: 2000, 5_000: 1000, 10_000: 1000,
+                         50_000: 2000}, False),
+}
+
+
+def schedule(budget: str, size: int) -> dict[str, Any]:
+    """Epochs and batch size for a training subset of ``size`` examples at ``budget``."""
+    _, _, epochs, small_batches = _SCALE[budget]
+    batch = min(100, max(1, size // 10)) if small_batches else 100
+    return {"epochs": epochs[size], "optim.batch_size": batch}
+
+
+def _variant(record: Any) -> str:
+    return "no dropout" if config_value(record, "model.dropout") == "none" else "dropout"
+
+
+class DatasetSize:
+    """Figure 10: test error vs training-set size, with and without dropout."""
+
+    name = "dataset-size"
+    title = "Effect of the data-set size"
+    paper_ref = "Figure 10"
+    summary = "100 … 50K training examples with/without dropout: test error vs size (log x)"
+    datasets: tuple[str, ...] = ("mnist",)
+
+    def jobs(self, budget: str, *, seeds: int | None = None,
+             data_dir: str | None = None) -> list[Job]:
+        """Sizes × {dropout, no dropout} × seeds."""
+        check_budget(budget)
+        divisor, sizes, _, _ = _SCALE[budget]
+        base = with_changes(base_config(budget), {
+            "model.hidden": tuple(max(16, w // divisor) for w in PAPER_WIDTHS)})
+        jobs = []
+        for seed in seed_list(budget, seeds):
+            for size in sizes:
+                sized = with_changes(base, {"data.train_size": size, **schedule(budget, size)})
+                for variant in VARIANTS:
+                    jobs.append(make_job(self.name, f"{variant} N={size}",
+                                         self._variant_config(sized, variant), seed))
+        return jobs
+
+    @staticmethod
+    def _variant_config(base: RunConfig, variant: str) -> RunConfig:
+        if variant == "dropout":
+            return with_changes(base, {"model.dropout": "bernoulli",
+                                       "model.drop_input": drop_from_retain(0.8),
+                                       "model.drop_hidden": drop_from_retain(0.5)})
+        return with_changes(base, {"model.dropout": "none", "model.drop_input": 0.0,
+                                   "model.drop_hidden": 0.0})
+
+    def analyze(self, records: Sequence[Any]) -> Analysis:
+        """Figure 10 (log-x test error vs size), a table of gains, and two findings."""
+        analysis = Analysis(self.name, self.title, self.paper_ref)
+        runs = finished(records)
+        stats: dict[str, dict[int, Stat]] = {}
+        for variant in VARIANTS:
+            by_size = group_by([r for r in runs if _variant(r) == variant],
+                               lambda r: int(config_value(r, "data.train_size")))
+            stats[variant] = {n: metric_stat(g, "test_error") for n, g in sorted(by_size.items())}
+        sizes = sorted(set(stats["dropout"]) & set(stats["no dropout"]))
+        fig, ax = new_figure()
+        for variant, style in zip(VARIANTS, ("--s", "-o"), strict=True):
+            ns = list(stats[variant])
+            ax.errorbar(ns, [stats[variant][n].mean for n in ns],
+                        yerr=[stats[variant][n].std for n in ns], fmt=style, capsize=2,
+                        markersize=4, label="with dropout" if variant == "dropout" else
+                        "without dropout")
+        ax.set(xscale="log", xlabel="data set size", ylabel="test error %",
+               title="Figure 10: effect of the data-set size")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        analysis.figures.append(Figure(
+            "figure10", "Test error vs data-set size", fig,
+            "Mean ± std over seeds; random stratified subsets of MNIST's training split."))
+        rows = []
+        for n in sizes:
+            d, b = stats["dropout"][n], stats["no dropout"][n]
+            rows.append([n, ours_cell(b), ours_cell(d), f"{b.mean - d.mean:+.2f}",
+                         f"{noise_bound(d, b):.2f}" if d.n and b.n else None])
+        analysis.tables.append(Table(
+            "figure10", "Test error % by data-set size",
+            ["training examples", "without dropout (mean ± std, n)", "with dropout",
+             "gain (points)", "2 × std. error of the gain"], rows,
+            "The paper prints Figure 10 without numbers: no gain at 100–500, a gain that "
+            "grows, then shrinks at 50K."))
+        analysis.findings += self._findings(stats, sizes)
+        if runs:
+            cfg = runs[0].config
+            analysis.notes.append(
+                f"net 784-{'-'.join(map(str, cfg['model']['hidden']))}-10 (paper: "
+                "784-1024-1024-2048-10); epochs and batch size per size: " + ", ".join(
+                    f"{config_value(r, 'data.train_size')}: {r.config['epochs']} ep × batch "
+                    f"{r.config['optim']['batch_size']}" for r in self._one_per_size(runs)))
+        if (note := status_note(records)) is not None:
+            analysis.notes.append(note)
+        return analysis
+
+    @staticmethod
+    def _one_per_size(runs: Sequence[Any]) -> list[Any]:
+        by_size = group_by(runs, lambda r: int(config_value(r, "data.train_size")))
+        return [by_size[n][0] for n in sorted(by_size)]
+
+    @staticmethod
+    def _findings(stats: dict[str, dict[int, Stat]], sizes: list[int]) -> list[Finding]:
+        small = [n for n in sizes if n <= 500]
+        large = [n for n in sizes if n >= 5_000]
+        findings = []
+        if small:
+            details, holds = [], True
+            for n in small:
+                d, b = stats["dropout"][n], stats["no dropout"][n]
+                gain = b.mean - d.mean
+                bound = noise_bound(d, b) if d.n > 1 and b.n > 1 else 0.0
+                holds &= gain <= bound
+                details.append(f"N={n}: gain {gain:+.2f} (noise {bound:.2f})")
+            single = all(stats["dropout"][n].n < 2 for n in small)
+            findings.append(Finding(
+                "no gain from dropout at 100–500 examples", None if single else holds,
+                "; ".join(details) + (" — one seed: cannot judge noise" if single else "")))
+        if large:
+            losers = [n for n in large if not beats(stats["dropout"][n], stats["no dropout"][n])]
+            findings.append(Finding(
+                "dropout gives a gain at ≥ 5K examples", not losers,
+                "; ".join(f"N={n}: {stats['no dropout'][n].short()} → "
+                          f"{stats['dropout'][n].short()} %" for n in large)))
+        else:
+            findings.append(Finding("dropout gives a gain at ≥ 5K examples", None,
+                                    "no runs with ≥ 5K examples at this budget"))
+        return findings
+
+
+EXPERIMENT = DatasetSize()

@@ -1,0 +1,229 @@
+"""Monte-Carlo model averaging vs the weight-scaling approximation (§7.5, Figure 11).
+
+A dropout net stands for an ensemble of exponentially many thinned nets. The paper predicts with
+one weight-scaled net (§4) and checks it against true averaging: sample k thinned nets, average
+their predictive distributions, and measure the test error as k grows. deepnet's procedure,
+followed here: predict the test set with a *pool* of S sampled nets once; for each k draw k of
+them without replacement, R times, and report the mean ± std of the k-net average's error.
+The paper finds MC matches weight scaling at about k = 50 and is slightly better beyond, within
+one standard deviation.
+
+Each budget has its own task (the pool size is part of what a run computes, so it is part of the
+run's key through the task name): the paper's S = 1000, k ≤ 200, R = 100; quick uses a pool of
+250 (a CPU evaluates 250 thinned nets on the 10k test images in about a minute), R = 50.
+
+Rules: "MC error falls with k" when the seed-mean error at the largest k is below that at k = 1;
+"MC reaches weight scaling within noise" when the per-seed difference MC(k_max) − WS has mean
+≤ 2 standard errors (paired over seeds; needs ≥ 2 seeds); the "match k" is the smallest k whose
+seed-mean MC error is within the mean draw std of the weight-scaled error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dropoutlab import data as data_module
+from dropoutlab.config import RunConfig, with_changes
+from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.common import (
+    Stat,
+    base_config,
+    drop_from_retain,
+    finished,
+    make_job,
+    new_figure,
+    ours_cell,
+    seed_list,
+    stat_of,
+    status_note,
+)
+from dropoutlab.experiments.paper_numbers import FIGURE11_MATCH_K
+from dropoutlab.inference import sample_probabilities
+from dropoutlab.jobs import Job
+
+__all__ = ["EXPERIMENT", "McVsWeightScaling", "mc_curve", "run_task", "run_task_quick",
+           "run_task_smoke"]
+
+_MODULE = "dropoutlab.experiments.mc_vs_weight_scaling"
+_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200)
+
+# budget → (task, net and data changes)
+_SCALE: dict[str, tuple[str, dict[str, Any]]] = {
+    "smoke": (f"{_MODULE}:run_task_smoke", {"model.hidden": (64, 64), "epochs": 3}),
+    "quick": (f"{_MODULE}:run_task_quick", {"model.hidden": (256, 256), "epochs": 30}),
+    "paper": (f"{_MODULE}:run_task", {"model.hidden": (1024, 1024, 1024), "epochs": 2000}),
+}
+
+
+@torch.no_grad()
+def mc_curve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, pool: int,
+             ks: Sequence[int], repeats: int, generator: torch.Generator) -> dict[str, Any]:
+    """Error of k-net Monte-Carlo averages drawn from a pool of sampled nets (Figure 11).
+
+    Args:
+        model: A trained classifier with dropout layers.
+        x, y: Test inputs (N, D) and labels (N,).
+        pool: Number S of thinned nets sampled once (their predictions on ``x``).
+        ks: Ensemble sizes k ≤ S.
+        repeats: Draws R of k nets (without replacement) per k.
+        generator: Seeded source of the masks and of the draws.
+
+    Returns:
+        ``{"ks", "mc_mean", "mc_std", "ws_error", "pool", "repeats"}``: errors in percent;
+        ``mc_std`` is the std over the R draws (the paper's error bars).
+    """
+    ks = [k for k in ks if k <= pool]
+    probs = sample_probabilities(model, x, pool, generator=generator)  # (S, N, C)
+    ws_probs = _weight_scaled(model, x)
+    ws_error = 100.0 * float((ws_probs.argmax(1) != y).double().mean())
+    errors = torch.empty(repeats, len(ks), dtype=torch.float64)
+    for r in range(repeats):
+        order = torch.randperm(pool, generator=generator, device=probs.device)
+        running = torch.zeros_like(probs[0])  # (N, C) sum of the first k nets of this draw
+        taken = 0
+        for j, k in enumerate(ks):
+            running += probs[order[taken:k]].sum(0)
+            taken = k
+            errors[r, j] = 100.0 * (running.argmax(1) != y).double().mean().cpu()
+    return {"ks": ks, "mc_mean": errors.mean(0).tolist(),
+            "mc_std": (errors.std(0) if repeats > 1 else torch.zeros(len(ks))).tolist(),
+            "ws_error": ws_error, "pool": pool, "repeats": repeats}
+
+
+def _weight_scaled(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from dropoutlab.inference import weight_scaled_predict
+
+    return weight_scaled_predict(model, x)
+
+
+def _train_then_curve(config: RunConfig, checkpoint_path: Path | None, resume: bool, *,
+                      pool: int, repeats: int) -> dict[str, Any]:
+    """Train (keeping the model), then compute the MC curve on the test set."""
+    from dropoutlab.train import train
+
+    result = train(config, checkpoint_path=checkpoint_path, resume=resume, keep_model=True)
+    out: dict[str, Any] = {"status": result.status, "metrics": result.metrics(),
+                           "history": result.history, "extras": {}}
+    if result.status != "done" or result.model is None:
+        return out
+    dataset = data_module.load(config.data, seed=config.seed, device=config.device)
+    generator = torch.Generator(device=config.device).manual_seed(10_000 + config.seed)
+    curve = mc_curve(result.model, dataset.test_x, dataset.test_y, pool=pool, ks=_KS,
+                     repeats=repeats, generator=generator)
+    out["extras"] = curve
+    out["metrics"]["ws_error"] = curve["ws_error"]
+    out["metrics"]["mc_error_kmax"] = curve["mc_mean"][-1]
+    out["metrics"]["mc_error_k1"] = curve["mc_mean"][0]
+    return out
+
+
+def run_task(config: RunConfig, *, checkpoint_path: Path | None = None,
+             resume: bool = False) -> dict[str, Any]:
+    """The paper's procedure: a pool of 1000 sampled nets, k ≤ 200, 100 draws per k."""
+    return _train_then_curve(config, checkpoint_path, resume, pool=1000, repeats=100)
+
+
+def run_task_quick(config: RunConfig, *, checkpoint_path: Path | None = None,
+                   resume: bool = False) -> dict[str, Any]:
+    """CPU-sized: a pool of 250 sampled nets, k ≤ 200, 50 draws per k."""
+    return _train_then_curve(config, checkpoint_path, resume, pool=250, repeats=50)
+
+
+def run_task_smoke(config: RunConfig, *, checkpoint_path: Path | None = None,
+                   resume: bool = False) -> dict[str, Any]:
+    """Seconds: a pool of 20 sampled nets, k ≤ 20, 5 draws per k."""
+    return _train_then_curve(config, checkpoint_path, resume, pool=20, repeats=5)
+
+
+class McVsWeightScaling:
+    """Figure 11: test error of k-net Monte-Carlo averages vs the weight-scaled net."""
+
+    name = "mc-vs-weight-scaling"
+    title = "Monte-Carlo model averaging vs weight scaling"
+    paper_ref = "Figure 11"
+    summary = "error of MC averaging over k = 1…200 sampled nets vs the weight-scaled net"
+    datasets: tuple[str, ...] = ("mnist",)
+
+    def jobs(self, budget: str, *, seeds: int | None = None,
+             data_dir: str | None = None) -> list[Job]:
+        """One dropout net per seed (retention 0.8 input, 0.5 hidden, max-norm), then its curve."""
+        check_budget(budget)
+        task, changes = _SCALE[budget]
+        config = with_changes(base_config(budget), {
+            **changes, "model.dropout": "bernoulli",
+            "model.drop_input": drop_from_retain(0.8), "model.drop_hidden": drop_from_retain(0.5),
+        })
+        return [make_job(self.name, "dropout net", config, seed, task)
+                for seed in seed_list(budget, seeds)]
+
+    def analyze(self, records: Sequence[Any]) -> Analysis:
+        """Seed-mean MC curve with the draws' std as error bars, the weight-scaled line."""
+        analysis = Analysis(self.name, self.title, self.paper_ref)
+        runs = [r for r in finished(records) if r.extras.get("ks")]
+        if (note := status_note(records)) is not None:
+            analysis.notes.append(note)
+        if not runs:
+            analysis.findings.append(Finding("MC error falls with k", None, "no finished runs"))
+            return analysis
+        ks = min((r.extras["ks"] for r in runs), key=len)
+        mc = [stat_of(r.extras["mc_mean"][j] for r in runs) for j in range(len(ks))]
+        draw_std = [sum(r.extras["mc_std"][j] for r in runs) / len(runs) for j in range(len(ks))]
+        ws = stat_of(r.extras["ws_error"] for r in runs)
+        fig, ax = new_figure()
+        ax.errorbar(ks, [s.mean for s in mc], yerr=draw_std, marker="o", markersize=3,
+                    capsize=2, label="Monte-Carlo model averaging")
+        ax.axhline(ws.mean, color="black", linestyle="--", label="approximate averaging by "
+                   "weight scaling")
+        ax.set(xlabel="number of samples used for Monte-Carlo averaging (k)",
+               ylabel="test classification error (%)", title="MC averaging vs weight scaling")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        pool, repeats = runs[0].extras["pool"], runs[0].extras["repeats"]
+        analysis.figures.append(Figure(
+            "figure11", "Monte-Carlo averaging vs weight scaling", fig,
+            f"Mean over {len(runs)} seed(s); error bars: std over {repeats} draws of k nets "
+            f"from a pool of {pool} sampled nets (averaged over seeds), as in Figure 11."))
+        match_k = next((k for k, s, sd in zip(ks, mc, draw_std, strict=True)
+                        if s.mean <= ws.mean + sd), None)
+        rows: list[list[Any]] = [[f"MC, k = {k}", ours_cell(s), None, None]
+                                 for k, s in zip(ks, mc, strict=True)
+                                 if k in (1, 10, 50, 100, ks[-1])]
+        rows.append(["weight scaling", ours_cell(ws), None, None])
+        rows.append(["smallest k within one draw std of weight scaling",
+                     match_k if match_k is not None else "none", FIGURE11_MATCH_K,
+                     f"{match_k - FIGURE11_MATCH_K.value:+g}" if match_k is not None else None])
+        analysis.tables.append(Table(
+            "figure11", "Test error of MC averaging and weight scaling",
+            ["method", "ours (mean ± std, n)", "paper", "difference"], rows,
+            "Errors in %; the paper prints Figure 11 as a plot (match at about k = 50)."))
+        analysis.findings += self._findings(runs, ks, mc, ws)
+        cfg = runs[0].config
+        analysis.notes.append(
+            f"net hidden {cfg['model']['hidden']}, {cfg['data']['dataset']} train_size="
+            f"{cfg['data']['train_size']}, {cfg['epochs']} epochs; pool of {pool} sampled nets "
+            f"(paper: 1000), {repeats} draws per k (paper: 100)")
+        return analysis
+
+    @staticmethod
+    def _findings(runs: Sequence[Any], ks: Sequence[int], mc: Sequence[Stat],
+                  ws: Stat) -> list[Finding]:
+        falls = Finding("MC error falls with k", mc[-1].mean < mc[0].mean,
+                        f"k = 1: {mc[0]} % → k = {ks[-1]}: {mc[-1]} %")
+        diffs = stat_of(r.extras["mc_mean"][len(ks) - 1] - r.extras["ws_error"] for r in runs)
+        if diffs.n < 2:
+            reaches = Finding("MC reaches the weight-scaled error within noise", None,
+                              f"one seed only: MC(k={ks[-1]}) − WS = {diffs.mean:+.2f} points")
+        else:
+            bound = 2 * diffs.sem
+            reaches = Finding(
+                "MC reaches the weight-scaled error within noise", diffs.mean <= bound,
+                f"MC(k={ks[-1]}) − WS = {diffs.mean:+.3f} ± {diffs.std:.3f} points over "
+                f"{diffs.n} seeds (rule: mean ≤ 2·sem = {bound:.3f}); WS {ws} %")
+        return [falls, reaches]
+
+
+EXPERIMENT = McVsWeightScaling()

@@ -1,0 +1,198 @@
+"""Learning curves with and without dropout: overfitting, and dropout preventing it (§1).
+
+The paper opens with the problem dropout solves: a large net fitted to limited data keeps
+lowering its training loss while its validation loss turns upward (overfitting). This experiment
+trains the *same* net twice — without dropout, and with dropout (retention 0.8 input, 0.5
+hidden) — everything else equal, and draws training and validation loss per epoch with the
+overfitting onset marked. It is what ``make demo`` runs.
+
+Rules (stated before the runs, computed on the seed-mean validation-loss curve):
+
+* a run **overfits** when its validation loss at the last epoch exceeds its minimum by more
+  than 10 %; the **onset** is the epoch of that minimum;
+* dropout **prevents or delays** overfitting when its rise stays ≤ 10 %, or its minimum comes
+  at least twice as late as without dropout;
+* dropout **beats** no dropout when its mean test error is lower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dropoutlab.config import RunConfig, with_changes
+from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.common import (
+    base_config,
+    beats,
+    config_value,
+    drop_from_retain,
+    finished,
+    group_by,
+    make_job,
+    mean_curve,
+    metric_stat,
+    new_figure,
+    ours_cell,
+    seed_list,
+    status_note,
+)
+from dropoutlab.jobs import Job
+
+__all__ = ["EXPERIMENT", "OverfittingCurves", "rise_and_onset"]
+
+RISE_THRESHOLD = 0.10  # a 10 % rise of the validation loss above its minimum counts as overfitting
+
+# What each budget trains (relative to the paper, quick is ~4× narrower on a 10k subset).
+_SCALE: dict[str, dict[str, Any]] = {
+    "smoke": {"model.hidden": (64, 64), "epochs": 4},
+    "quick": {"model.hidden": (512, 512), "data.train_size": 10_000, "epochs": 40},
+    "paper": {"model.hidden": (1024, 1024, 1024), "epochs": 2000},
+}
+VARIANTS = ("no dropout", "dropout")
+
+
+def rise_and_onset(epochs: Sequence[int], losses: Sequence[float]) -> tuple[float, int | None]:
+    """Relative rise of the last loss over the minimum, and the minimum's epoch if it overfits.
+
+    Returns:
+        (rise, onset): ``rise = last / min − 1``; ``onset`` is the epoch of the minimum when
+        ``rise > RISE_THRESHOLD``, else None.
+
+    Raises:
+        ValueError: empty or mismatched sequences.
+    """
+    if not losses or len(epochs) != len(losses):
+        raise ValueError(f"`epochs` and `losses` must be non-empty and of equal length, got "
+                         f"{len(epochs)} and {len(losses)}")
+    best = min(range(len(losses)), key=lambda i: losses[i])
+    rise = losses[-1] / losses[best] - 1.0 if losses[best] > 0 else 0.0
+    return rise, (int(epochs[best]) if rise > RISE_THRESHOLD else None)
+
+
+def _variant(record: Any) -> str:
+    dropped = config_value(record, "model.drop_hidden") > 0 or \
+        config_value(record, "model.drop_input") > 0
+    return "dropout" if dropped and config_value(record, "model.dropout") != "none" else \
+        "no dropout"
+
+
+class OverfittingCurves:
+    """The same net with and without dropout: training and validation loss per epoch."""
+
+    name = "overfitting-curves"
+    title = "Overfitting with and without dropout"
+    paper_ref = "Section 1 (learning curves)"
+    summary = "same net with/without dropout: train and validation loss per epoch, onset marked"
+    datasets: tuple[str, ...] = ("mnist",)
+
+    def base(self, budget: str) -> RunConfig:
+        """The shared config of both variants at ``budget`` (max-norm off: only dropout differs)."""
+        check_budget(budget)
+        return with_changes(base_config(budget), {**_SCALE[budget], "optim.max_norm": None})
+
+    def jobs(self, budget: str, *, seeds: int | None = None,
+             data_dir: str | None = None) -> list[Job]:
+        """Two variants × seeds; the variants differ only in their dropout rates."""
+        base = self.base(budget)
+        variants = {
+            "no dropout": with_changes(base, {"model.dropout": "none", "model.drop_input": 0.0,
+                                              "model.drop_hidden": 0.0}),
+            "dropout": with_changes(base, {"model.dropout": "bernoulli",
+                                           "model.drop_input": drop_from_retain(0.8),
+                                           "model.drop_hidden": drop_from_retain(0.5)}),
+        }
+        return [make_job(self.name, label, config, seed)
+                for seed in seed_list(budget, seeds) for label, config in variants.items()]
+
+    def analyze(self, records: Sequence[Any]) -> Analysis:
+        """Curves per variant (mean ± std over seeds), onset, and the three findings."""
+        analysis = Analysis(self.name, self.title, self.paper_ref)
+        groups = group_by(finished(records), _variant)
+        fig, (ax_loss, ax_err) = new_figure(2)
+        rows, summary = [], {}
+        for variant, color in zip(VARIANTS, ("tab:red", "tab:blue"), strict=True):
+            runs = groups.get(variant, [])
+            if not runs:
+                continue
+            epochs, val, val_sd = mean_curve(runs, "val_loss")
+            t_epochs, train, _ = mean_curve(runs, "train_loss")
+            e_epochs, val_err, _ = mean_curve(runs, "val_error")
+            rise, onset = rise_and_onset(epochs, val) if val else (float("nan"), None)
+            best_epoch = epochs[val.index(min(val))] if val else None
+            summary[variant] = (rise, onset, best_epoch)
+            ax_loss.plot(t_epochs, train, color=color, linestyle="--",
+                         label=f"{variant}: training")
+            ax_loss.plot(epochs, val, color=color, label=f"{variant}: validation")
+            ax_loss.fill_between(epochs, [m - s for m, s in zip(val, val_sd, strict=True)],
+                                 [m + s for m, s in zip(val, val_sd, strict=True)],
+                                 color=color, alpha=0.2, linewidth=0)
+            if onset is not None:
+                ax_loss.axvline(onset, color=color, linestyle=":", linewidth=1.5)
+                ax_loss.annotate(f"onset (epoch {onset})", (onset, max(val)), color=color,
+                                 fontsize=8, rotation=90, va="top", ha="right")
+            ax_err.plot(e_epochs, val_err, color=color, label=f"{variant}: validation")
+            rows.append([variant, ours_cell(metric_stat(runs, "train_error")),
+                         ours_cell(metric_stat(runs, "val_error")),
+                         ours_cell(metric_stat(runs, "test_error")), best_epoch,
+                         f"{100 * rise:+.1f} %", onset if onset is not None else "none"])
+        ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log",
+                    title="training (dashed) and validation loss")
+        ax_err.set(xlabel="epoch", ylabel="validation error (%)", title="validation error")
+        for ax in (ax_loss, ax_err):
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+        analysis.figures.append(Figure(
+            "overfitting_curves", "Training and validation loss, with and without dropout", fig,
+            "Mean over seeds (band: ± 1 std of the validation loss). Dotted lines mark the "
+            "overfitting onset: the epoch of the lowest validation loss, when the loss then "
+            f"rises by more than {RISE_THRESHOLD:.0%}."))
+        analysis.tables.append(Table(
+            "overfitting", "Final errors and overfitting onset",
+            ["variant", "train error % (mean ± std, n)", "val error %", "test error %",
+             "epoch of min val loss", "val loss rise, last vs min", "onset"], rows,
+            "Errors are the run's reported metrics (mean ± std over seeds); the paper prints "
+            "no numbers for this figure."))
+        analysis.findings += self._findings(groups, summary)
+        analysis.notes.append(self._scaling_note(records))
+        if (note := status_note(records)) is not None:
+            analysis.notes.append(note)
+        return analysis
+
+    def _findings(self, groups: dict[str, list[Any]],
+                  summary: dict[str, tuple[float, int | None, int | None]]) -> list[Finding]:
+        if set(summary) != set(VARIANTS):
+            missing = sorted(set(VARIANTS) - set(summary))
+            return [Finding("dropout prevents overfitting", None,
+                            f"no finished runs for: {', '.join(missing)}")]
+        rise_n, onset_n, best_n = summary["no dropout"]
+        rise_d, _onset_d, best_d = summary["dropout"]
+        findings = [Finding(
+            "without dropout the validation loss rises after an early minimum (overfitting)",
+            onset_n is not None,
+            f"min at epoch {best_n}, last epoch {100 * rise_n:+.1f} % above it "
+            f"(threshold {RISE_THRESHOLD:.0%})")]
+        later = best_n is not None and best_d is not None and best_d >= 2 * best_n
+        findings.append(Finding(
+            "with dropout the validation loss does not rise, or rises much later",
+            rise_d <= RISE_THRESHOLD or later,
+            f"dropout: min at epoch {best_d}, last {100 * rise_d:+.1f} % above it; "
+            f"no dropout: min at epoch {best_n}, {100 * rise_n:+.1f} %"))
+        test_d = metric_stat(groups["dropout"], "test_error")
+        test_n = metric_stat(groups["no dropout"], "test_error")
+        findings.append(Finding(
+            "dropout beats no dropout on test error", beats(test_d, test_n),
+            f"{test_d} % vs {test_n} %"))
+        return findings
+
+    def _scaling_note(self, records: Sequence[Any]) -> str:
+        if not records:
+            return "no runs stored yet"
+        cfg = records[0].config
+        return (f"net 784-{'-'.join(str(w) for w in cfg['model']['hidden'])}-10 "
+                f"(paper: large nets such as 3×1024), {cfg['data']['dataset']} with "
+                f"train_size={cfg['data']['train_size']}, {cfg['epochs']} epochs, max-norm off "
+                "in both variants so that only dropout differs")
+
+
+EXPERIMENT = OverfittingCurves()

@@ -1,0 +1,209 @@
+"""Dropout against the standard regularizers on one MNIST net (§6.5, Table 9).
+
+The paper trains a 784-1024-1024-2048-10 ReLU net with SGD under six regularizers — L2, L2 +
+L1 applied towards the end of training, L2 + KL-sparsity, max-norm, dropout + L2 and dropout +
+max-norm — each with hyperparameters tuned on the validation set, and reports test error.
+
+Here each method has a small grid of its hyperparameter; every grid point runs over all seeds,
+the point with the lowest *mean validation error* is selected, and its *test error* (mean ± std
+over the same seeds) is reported — selection never looks at test error. Below the paper budget
+the widths are divided by the budget's factor (quick: 4, so 784-256-256-512-10).
+
+Rules: "dropout + max-norm is the best regularizer" when its selected mean test error is the
+lowest of the six; "every dropout variant beats every non-dropout one" when the worse dropout
+method's mean is below the best non-dropout method's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dropoutlab.config import RunConfig, with_changes
+from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.common import (
+    Stat,
+    base_config,
+    diff_cell,
+    drop_from_retain,
+    finished,
+    group_by,
+    label_of,
+    make_job,
+    metric_stat,
+    new_figure,
+    ours_cell,
+    seed_list,
+    status_note,
+)
+from dropoutlab.experiments.paper_numbers import TABLE9
+from dropoutlab.jobs import Job
+
+__all__ = ["EXPERIMENT", "METHODS", "Regularizers", "select_by_validation"]
+
+PAPER_WIDTHS = (1024, 1024, 2048)
+METHODS = tuple(TABLE9)  # the paper's row order
+DROPOUT_METHODS = ("dropout + L2", "dropout + max-norm")
+
+# method → the hyperparameter it tunes, and its grid per budget
+_GRIDS: dict[str, tuple[str, dict[str, tuple[float, ...]]]] = {
+    "L2": ("optim.l2", {"smoke": (1e-4,), "quick": (1e-4, 1e-3), "paper": (1e-5, 1e-4, 1e-3)}),
+    "L2 + L1 towards the end": (
+        "optim.l1", {"smoke": (1e-5,), "quick": (1e-5, 1e-4), "paper": (1e-6, 1e-5, 1e-4)}),
+    "L2 + KL-sparsity": (
+        "optim.kl_sparsity",
+        {"smoke": (1e-4,), "quick": (1e-4, 1e-3), "paper": (1e-5, 1e-4, 1e-3)}),
+    "max-norm": ("optim.max_norm", {"smoke": (3.0,), "quick": (2.0, 3.5),
+                                    "paper": (2.0, 3.0, 4.0)}),
+    "dropout + L2": ("optim.l2", {"smoke": (1e-5,), "quick": (1e-5, 1e-4),
+                                  "paper": (1e-6, 1e-5, 1e-4)}),
+    "dropout + max-norm": ("optim.max_norm", {"smoke": (3.0,), "quick": (2.0, 3.5),
+                                              "paper": (2.0, 3.0, 4.0)}),
+}
+FIXED_L2 = 1e-4  # the L2 under L1 and KL-sparsity (the middle of the L2 grid)
+
+_SCALE: dict[str, tuple[int, dict[str, Any]]] = {
+    "smoke": (32, {"epochs": 3}),
+    "quick": (4, {"data.train_size": 10_000, "epochs": 30}),
+    "paper": (1, {}),
+}
+
+
+def method_config(base: RunConfig, method: str, value: float) -> RunConfig:
+    """The config of ``method`` with its tuned hyperparameter set to ``value``."""
+    key = _GRIDS[method][0]
+    changes: dict[str, Any] = {"optim.max_norm": None, "optim.l2": 0.0, "optim.l1": 0.0,
+                               "optim.kl_sparsity": 0.0}
+    if method in ("L2 + L1 towards the end", "L2 + KL-sparsity"):
+        changes["optim.l2"] = FIXED_L2
+    if method == "L2 + L1 towards the end":
+        changes["optim.l1_from_epoch"] = (2 * base.epochs) // 3  # the last third of training
+    if method in DROPOUT_METHODS:
+        changes |= {"model.dropout": "bernoulli", "model.drop_input": drop_from_retain(0.8),
+                    "model.drop_hidden": drop_from_retain(0.5)}
+    else:
+        changes |= {"model.dropout": "none", "model.drop_input": 0.0, "model.drop_hidden": 0.0}
+    changes[key] = value
+    return with_changes(base, changes)
+
+
+def _label(method: str, value: float) -> str:
+    return f"{method} [{_GRIDS[method][0].split('.')[1]}={value:g}]"
+
+
+def select_by_validation(groups: dict[str, list[Any]], method: str
+                         ) -> tuple[str | None, Stat, Stat]:
+    """The grid point of ``method`` with the lowest mean validation error.
+
+    Args:
+        groups: Records by label (``"<method> [<hyperparameter>=<value>]"``).
+        method: One of :data:`METHODS`.
+
+    Returns:
+        (label chosen, its validation-error stat, its test-error stat); (None, empty, empty)
+        when the method has no finished runs.
+    """
+    candidates = {label: runs for label, runs in groups.items()
+                  if label.startswith(method + " [")}
+    scored = [(metric_stat(runs, "val_error"), label) for label, runs in candidates.items()]
+    scored = [(s, label) for s, label in scored if s.n > 0]
+    if not scored:
+        empty = Stat(float("nan"), float("nan"), 0)
+        return None, empty, empty
+    val, label = min(scored, key=lambda item: (item[0].mean, item[1]))
+    return label, val, metric_stat(candidates[label], "test_error")
+
+
+class Regularizers:
+    """Table 9: L2, L1, KL-sparsity, max-norm, dropout + L2, dropout + max-norm."""
+
+    name = "regularizers"
+    title = "Dropout against other regularizers"
+    paper_ref = "Table 9"
+    summary = "784-1024-1024-2048-10: L2, L1, KL-sparsity, max-norm vs dropout, each tuned"
+    datasets: tuple[str, ...] = ("mnist",)
+
+    def jobs(self, budget: str, *, seeds: int | None = None,
+             data_dir: str | None = None) -> list[Job]:
+        """Every method × its grid × seeds."""
+        check_budget(budget)
+        divisor, changes = _SCALE[budget]
+        base = with_changes(base_config(budget), {
+            **changes, "model.hidden": tuple(max(16, w // divisor) for w in PAPER_WIDTHS)})
+        return [make_job(self.name, _label(method, value), method_config(base, method, value),
+                         seed)
+                for seed in seed_list(budget, seeds)
+                for method, (_, grid) in _GRIDS.items() for value in grid[budget]]
+
+    def analyze(self, records: Sequence[Any]) -> Analysis:
+        """Selected grid point per method, Table 9 beside the paper, and the two findings."""
+        analysis = Analysis(self.name, self.title, self.paper_ref)
+        groups = group_by(finished(records), lambda r: label_of(r, self.name))
+        chosen = {method: select_by_validation(groups, method) for method in METHODS}
+        rows = [[method, label[len(method) + 2:-1] if label else None, ours_cell(val),
+                 ours_cell(test), TABLE9[method], diff_cell(test, TABLE9[method])]
+                for method, (label, val, test) in chosen.items()]
+        analysis.tables.append(Table(
+            "table9", "Test error % of each regularizer (tuned on validation)",
+            ["method", "selected hyperparameter", "validation error %",
+             "ours: test error % (mean ± std, n)", "paper", "difference"], rows,
+            "Each method's grid point with the lowest mean validation error; paper: Table 9."))
+        grid_rows = [[label, ours_cell(metric_stat(runs, "val_error")),
+                      ours_cell(metric_stat(runs, "test_error"))]
+                     for label, runs in sorted(groups.items())]
+        analysis.tables.append(Table(
+            "table9_grid", "Every grid point", ["method [hyperparameter]",
+                                                "validation error %", "test error %"],
+            grid_rows, "All runs, for transparency about the selection."))
+        tests = {method: chosen[method][2] for method in METHODS}
+        analysis.figures.append(self._figure(tests))
+        analysis.findings += self._findings(tests)
+        if records:
+            cfg = records[0].config
+            analysis.notes.append(
+                f"net 784-{'-'.join(map(str, cfg['model']['hidden']))}-10 (paper: "
+                f"784-1024-1024-2048-10); {cfg['data']['dataset']} train_size="
+                f"{cfg['data']['train_size']}, {cfg['epochs']} epochs; L2 under L1 and "
+                f"KL-sparsity fixed at {FIXED_L2:g}, L1 from the last third of training, "
+                "KL target 0.05")
+        if (note := status_note(records)) is not None:
+            analysis.notes.append(note)
+        return analysis
+
+    @staticmethod
+    def _findings(tests: dict[str, Stat]) -> list[Finding]:
+        if any(s.n == 0 for s in tests.values()):
+            missing = [m for m, s in tests.items() if s.n == 0]
+            return [Finding("dropout + max-norm is the best regularizer", None,
+                            f"no finished runs for: {', '.join(missing)}")]
+        best = min(tests, key=lambda m: tests[m].mean)
+        numbers = "; ".join(f"{m} {s.short()}" for m, s in tests.items())
+        findings = [Finding("dropout + max-norm is the best regularizer",
+                            best == "dropout + max-norm", f"lowest: {best}. {numbers} %")]
+        worst_dropout = max(DROPOUT_METHODS, key=lambda m: tests[m].mean)
+        others = [m for m in METHODS if m not in DROPOUT_METHODS]
+        best_other = min(others, key=lambda m: tests[m].mean)
+        findings.append(Finding(
+            "every dropout variant beats every non-dropout one",
+            tests[worst_dropout].mean < tests[best_other].mean,
+            f"worst dropout method {worst_dropout} {tests[worst_dropout]} % vs best other "
+            f"{best_other} {tests[best_other]} %"))
+        return findings
+
+    @staticmethod
+    def _figure(tests: dict[str, Stat]) -> Figure:
+        fig, ax = new_figure(width=6.5, height=3.5)
+        ys = list(range(len(METHODS)))
+        ax.barh([y + 0.2 for y in ys], [tests[m].mean for m in METHODS], height=0.4,
+                xerr=[tests[m].std for m in METHODS], color="tab:blue", label="ours")
+        ax.barh([y - 0.2 for y in ys], [TABLE9[m].value for m in METHODS], height=0.4,
+                color="tab:gray", label="paper")
+        ax.set_yticks(ys, METHODS, fontsize=8)
+        ax.invert_yaxis()
+        ax.set(xlabel="test error (%)", title="Table 9: regularizers")
+        ax.legend(fontsize=8)
+        return Figure("table9_bars", "Test error by regularizer", fig,
+                      "Selected grid point per method (mean ± std over seeds) and the paper.")
+
+
+EXPERIMENT = Regularizers()

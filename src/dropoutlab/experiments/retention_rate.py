@@ -1,0 +1,210 @@
+"""Effect of the retention probability p (§7.3, Figure 9 a and b).
+
+The paper trains 784-2048-2048-2048-10 nets with hidden retention p ∈ {0.1, …, 0.9, 1.0} and
+no input dropout, in two ways: (a) the number of hidden units n fixed, so small p thins the net
+heavily and it underfits (training error high); test error is flat for 0.4 ≤ p ≤ 0.8 and rises
+as p → 1; (b) p·n fixed (p·n = 256, 256, 512), so the expected number of kept units is the
+same, and small p does much better (p = 0.1: 2.7 % → 1.7 %).
+
+Below the paper budget widths are divided by the budget's factor (quick: 8, so n = 256 fixed
+and p·n = 32, 32, 64), which keeps the ratio between the two settings.
+
+Rules, stated before the runs (on seed means): "training error rises as retention falls" when
+the training error at the smallest p exceeds that at every p ≥ 0.5; "test error is flat over
+0.4 ≤ p ≤ 0.8" when the spread (max − min) of the means there is at most 20 % of their
+average; "p·n fixed helps small p" when the test error at the smallest p is lower with p·n
+fixed than with n fixed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from dropoutlab.config import RunConfig, with_changes
+from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.common import (
+    Stat,
+    base_config,
+    beats,
+    config_value,
+    drop_from_retain,
+    finished,
+    group_by,
+    label_of,
+    make_job,
+    metric_stat,
+    new_figure,
+    ours_cell,
+    retain_from_drop,
+    seed_list,
+    status_note,
+)
+from dropoutlab.experiments.paper_numbers import FIGURE9_PN_FIXED_SMALL_P
+from dropoutlab.jobs import Job
+
+__all__ = ["EXPERIMENT", "RetentionRate", "flat_spread"]
+
+RETENTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+PAPER_N = (2048, 2048, 2048)
+PAPER_PN = (256, 256, 512)
+FLAT_RANGE = (0.4, 0.8)
+FLAT_TOLERANCE = 0.20
+MODES = ("n fixed", "p·n fixed")
+
+_SCALE: dict[str, tuple[int, tuple[float, ...], dict[str, Any]]] = {
+    "smoke": (64, (0.1, 0.5, 1.0), {"epochs": 3}),
+    "quick": (8, RETENTIONS, {"data.train_size": 10_000, "epochs": 20}),
+    "paper": (1, RETENTIONS, {}),
+}
+
+
+def hidden_for(mode: str, retain: float, divisor: int) -> tuple[int, ...]:
+    """Hidden widths for ``mode`` at retention ``retain`` (widths divided by ``divisor``)."""
+    if mode == "n fixed":
+        return tuple(max(8, n // divisor) for n in PAPER_N)
+    return tuple(max(8, round(pn / divisor / retain)) for pn in PAPER_PN)
+
+
+def flat_spread(means: Sequence[float]) -> float:
+    """(max − min) / average of ``means``: the flatness measure of the stated rule."""
+    return (max(means) - min(means)) / (sum(means) / len(means))
+
+
+def _retain(record: Any) -> float:
+    return retain_from_drop(config_value(record, "model.drop_hidden"))
+
+
+class RetentionRate:
+    """Figure 9: train and test error vs retention p, with n fixed and with p·n fixed."""
+
+    name = "retention-rate"
+    title = "Effect of the retention probability p"
+    paper_ref = "Figure 9 a, b"
+    summary = "retention p = 0.1 … 1.0 with n fixed and p·n fixed: train and test error vs p"
+    datasets: tuple[str, ...] = ("mnist",)
+
+    def jobs(self, budget: str, *, seeds: int | None = None,
+             data_dir: str | None = None) -> list[Job]:
+        """Both modes × every p × seeds; no input dropout (§7.3); the budget's max-norm for all."""
+        check_budget(budget)
+        divisor, retentions, changes = _SCALE[budget]
+        base = with_changes(base_config(budget), {**changes, "model.drop_input": 0.0})
+        jobs = []
+        for seed in seed_list(budget, seeds):
+            for mode in MODES:
+                for p in retentions:
+                    config = self._config(base, mode, p, divisor)
+                    jobs.append(make_job(self.name, f"{mode} p={p:g}", config, seed))
+        return jobs
+
+    @staticmethod
+    def _config(base: RunConfig, mode: str, p: float, divisor: int) -> RunConfig:
+        dropout = "none" if p == 1.0 else "bernoulli"
+        return with_changes(base, {"model.hidden": hidden_for(mode, p, divisor),
+                                   "model.dropout": dropout,
+                                   "model.drop_hidden": drop_from_retain(p)})
+
+    def analyze(self, records: Sequence[Any]) -> Analysis:
+        """Figure 9 a and b (train and test error vs p), a table and three findings."""
+        analysis = Analysis(self.name, self.title, self.paper_ref)
+        runs = finished(records)
+        curves: dict[str, dict[float, tuple[Stat, Stat]]] = {}
+        for mode in MODES:
+            in_mode = [r for r in runs if (label_of(r, self.name) or "").startswith(mode + " p=")]
+            groups = group_by(in_mode, _retain)
+            curves[mode] = {p: (metric_stat(g, "train_error"), metric_stat(g, "test_error"))
+                            for p, g in sorted(groups.items())}
+        fig, axes = new_figure(2)
+        rows = []
+        for ax, mode, sub in zip(axes, MODES, "ab", strict=True):
+            ps = list(curves[mode])
+            for which, style in ((1, "-o"), (0, "--s")):
+                ax.errorbar(ps, [curves[mode][p][which].mean for p in ps],
+                            yerr=[curves[mode][p][which].std for p in ps], fmt=style,
+                            markersize=4, capsize=2,
+                            label="test error" if which else "training error")
+            ax.set(xlabel="probability of retaining a unit (p)", ylabel="classification error %",
+                   title=f"({sub}) keeping {mode}")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+            for p in ps:
+                rows.append([mode, p, ours_cell(curves[mode][p][0]),
+                             ours_cell(curves[mode][p][1])])
+        analysis.figures.append(Figure(
+            "figure9", "Train and test error vs retention p", fig,
+            "Mean ± std over seeds; (a) hidden widths fixed, (b) p·n fixed (Figure 9)."))
+        analysis.tables.append(Table(
+            "figure9", "Errors by retention p", ["mode", "retention p",
+                                                 "train error % (mean ± std, n)",
+                                                 "test error % (mean ± std, n)"], rows,
+            "Training error of the weight-scaled net on the whole training subset."))
+        analysis.tables.append(self._paper_table(curves))
+        analysis.findings += self._findings(curves)
+        if runs:
+            cfg = runs[0].config
+            analysis.notes.append(
+                f"widths divided by {round(PAPER_N[0] / self._widest(runs))} relative to the "
+                f"paper's n = 2048 and p·n = 256, 256, 512; {cfg['data']['dataset']} "
+                f"train_size={cfg['data']['train_size']}, {cfg['epochs']} epochs; max-norm "
+                f"{cfg['optim']['max_norm']}")
+        if (note := status_note(records)) is not None:
+            analysis.notes.append(note)
+        return analysis
+
+    def _widest(self, runs: Sequence[Any]) -> int:
+        fixed = [r for r in runs if (label_of(r, self.name) or "").startswith("n fixed")]
+        return max((max(r.config["model"]["hidden"]) for r in fixed), default=PAPER_N[0])
+
+    @staticmethod
+    def _paper_table(curves: dict[str, dict[float, tuple[Stat, Stat]]]) -> Table:
+        rows: list[list[Any]] = []
+        for mode, key in (("n fixed", "p=0.1, n fixed (test error %)"),
+                          ("p·n fixed", "p=0.1, p·n fixed (test error %)")):
+            stat = curves[mode].get(0.1, (None, Stat(math.nan, math.nan, 0)))[1]
+            paper = FIGURE9_PN_FIXED_SMALL_P[key]
+            rows.append([key, ours_cell(stat), paper,
+                         f"{stat.mean - paper.value:+.2f}" if stat.n else None])
+        pn = curves["p·n fixed"]
+        if pn:
+            best = min(pn, key=lambda p: pn[p][1].mean)
+            paper = FIGURE9_PN_FIXED_SMALL_P["best retention p, p·n fixed"]
+            rows.append(["best retention p, p·n fixed", best, paper, f"{best - paper.value:+.1f}"])
+        return Table("figure9_paper", "Figure 9 numbers the paper states",
+                     ["quantity", "ours (mean ± std, n)", "paper", "difference"], rows,
+                     "Read from the paper's text about Figure 9.")
+
+    @staticmethod
+    def _findings(curves: dict[str, dict[float, tuple[Stat, Stat]]]) -> list[Finding]:
+        findings = []
+        fixed = curves["n fixed"]
+        if not fixed:
+            return [Finding("training error rises as retention falls", None, "no runs")]
+        p_min = min(fixed)
+        high = [p for p in fixed if p >= 0.5]
+        train_low = fixed[p_min][0]
+        exceeded = all(beats(fixed[p][0], train_low) for p in high)
+        findings.append(Finding(
+            "with n fixed, training error rises as retention falls",
+            exceeded if high else None,
+            f"train error at p={p_min:g}: {train_low.short()} % vs p ≥ 0.5: " + ", ".join(
+                f"p={p:g} {fixed[p][0].short()}" for p in high)))
+        flat = [p for p in fixed if FLAT_RANGE[0] <= p <= FLAT_RANGE[1]]
+        if len(flat) >= 2:
+            spread = flat_spread([fixed[p][1].mean for p in flat])
+            findings.append(Finding(
+                "with n fixed, test error is flat for 0.4 ≤ p ≤ 0.8",
+                spread <= FLAT_TOLERANCE,
+                f"spread {100 * spread:.0f} % of the mean (rule ≤ {100 * FLAT_TOLERANCE:.0f} %): "
+                + ", ".join(f"p={p:g} {fixed[p][1].short()}" for p in flat)))
+        pn = curves["p·n fixed"]
+        if p_min in pn:
+            a, b = pn[p_min][1], fixed[p_min][1]
+            findings.append(Finding(
+                f"keeping p·n fixed helps small p (p = {p_min:g})", beats(a, b),
+                f"test error {a} % with p·n fixed vs {b} % with n fixed"))
+        return findings
+
+
+EXPERIMENT = RetentionRate()
