@@ -36,11 +36,12 @@ _DROPOUT_TYPES = (Dropout, GaussianDropout, nn.Dropout, nn.Dropout1d, nn.Dropout
 
 @dataclass(frozen=True)
 class MCPrediction:
-    """Summary of a Monte-Carlo dropout prediction over ``samples`` thinned networks.
+    """Summary of a Monte-Carlo dropout prediction over ``samples`` thinned networks (§7.5).
 
     Attributes:
         mean: Mean predictive probabilities, shape (N, C).
-        std: Per-class standard deviation of the sampled probabilities, shape (N, C).
+        std: Per-class standard deviation of the sampled probabilities (with the n − 1
+            correction; zero when ``samples == 1``), shape (N, C).
         entropy: Predictive entropy H[mean] in nats, shape (N,).
         mutual_information: H[mean] − mean_s H[p_s] in nats (the part of the entropy due to
             the model's uncertainty), shape (N,).
@@ -60,11 +61,12 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def stochastic_mode(model: nn.Module, generator: torch.Generator | None = None) -> Iterator[None]:
-    """Put only the dropout layers of ``model`` in training mode for a ``with`` block.
+    """Put only the dropout layers of ``model`` in training mode for a ``with`` block (§7.5).
 
-    Every other module (batch norm, for one) is in evaluation mode. dropoutlab layers draw from
-    ``generator`` (torch's own ``nn.Dropout`` cannot take one and uses the global generator). The
-    modes and generators are restored on exit, also when the block raises.
+    Every other module (batch norm, for one) is in evaluation mode, so each pass samples one
+    thinned network of the trained net. dropoutlab layers draw from ``generator`` (torch's own
+    ``nn.Dropout`` cannot take one and uses the global generator). The modes and generators are
+    restored on exit, also when the block raises.
     """
     saved_modes = {module: module.training for module in model.modules()}
     saved_generators = {
@@ -91,10 +93,21 @@ def _to_probs(outputs: torch.Tensor, logits: bool) -> torch.Tensor:
     return torch.softmax(outputs.float(), dim=-1) if logits else outputs.float()
 
 
+def _row_blocks(x: torch.Tensor, max_rows: int) -> Iterator[torch.Tensor]:
+    """Split the inputs into blocks of at most ``max_rows`` rows (one block if N ≤ max_rows)."""
+    if x.shape[0] == 0:
+        yield x
+        return
+    yield from torch.split(x, max_rows, dim=0)
+
+
 def _sample_chunks(
     model: nn.Module, x: torch.Tensor, samples: int, max_rows: int, logits: bool
 ) -> Iterator[torch.Tensor]:
-    """Yield (k, N, C) blocks of sampled probabilities, k·N ≤ max_rows (at least one sample)."""
+    """Yield (k, N, C) blocks of sampled probabilities with k·N ≤ max_rows (k ≥ 1).
+
+    ``x`` must have at most ``max_rows`` rows (see :func:`_row_blocks`).
+    """
     n = x.shape[0]
     per_pass = max(1, max_rows // max(n, 1))
     done = 0
@@ -118,6 +131,9 @@ def sample_probabilities(
 ) -> torch.Tensor:
     """Predictive distributions of ``samples`` independently thinned networks (§7.5).
 
+    Draws in the same order as :func:`mc_predict`, so the same seeded generator and
+    ``max_rows`` give the samples that :func:`mc_predict` summarises.
+
     Args:
         model: A classifier containing dropout layers; its outputs are logits (or
             probabilities when ``logits=False``) of shape (N, C).
@@ -125,15 +141,49 @@ def sample_probabilities(
         samples: Number of thinned networks, ≥ 1.
         generator: Seeded generator for dropoutlab layers; ``None`` uses the global one.
         logits: Whether the model outputs logits (softmax is applied) or probabilities.
-        max_rows: Bound on rows per forward pass (samples are stacked along the batch).
+        max_rows: Bound on rows per forward pass (samples are stacked along the batch; inputs
+            with more rows than this are split into blocks).
 
     Returns:
         Tensor of shape (samples, N, C), float32.
+
+    Raises:
+        ValueError: ``samples`` or ``max_rows`` is not an integer ≥ 1.
     """
     check_positive_int(samples, "samples")
     check_positive_int(max_rows, "max_rows")
     with stochastic_mode(model, generator):
-        return torch.cat(list(_sample_chunks(model, x, samples, max_rows, logits)), dim=0)
+        blocks = [
+            torch.cat(list(_sample_chunks(model, xb, samples, max_rows, logits)), dim=0)
+            for xb in _row_blocks(x, max_rows)
+        ]
+    return torch.cat(blocks, dim=1)
+
+
+def _summarise_block(
+    model: nn.Module, x: torch.Tensor, samples: int, max_rows: int, logits: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, sum of squared deviations and summed entropy over samples for one row block.
+
+    Chunks are merged with Chan et al.'s parallel update, so the variance does not suffer the
+    cancellation of E[p²] − E[p]² when the spread is small next to the mean.
+    """
+    count = 0
+    mean = m2 = entropy_sum = torch.zeros(())
+    for block in _sample_chunks(model, x, samples, max_rows, logits):  # (k, N, C)
+        k = block.shape[0]
+        block_mean = block.mean(0)
+        block_m2 = (block - block_mean).pow(2).sum(0)
+        if count == 0:
+            mean, m2, entropy_sum = block_mean, block_m2, _entropy(block).sum(0)
+        else:
+            delta = block_mean - mean
+            total = count + k
+            mean = mean + delta * (k / total)
+            m2 = m2 + block_m2 + delta.pow(2) * (count * k / total)
+            entropy_sum = entropy_sum + _entropy(block).sum(0)
+        count += k
+    return mean, m2, entropy_sum
 
 
 @torch.no_grad()
@@ -148,9 +198,12 @@ def mc_predict(
 ) -> MCPrediction:
     """Monte-Carlo model averaging over ``samples`` thinned networks (§7.5, Figure 11).
 
-    Runs ``model`` with only its dropout layers in training mode, in passes of at most
-    ``max_rows`` rows so memory stays bounded, accumulating running sums; restores every
-    module's mode afterwards, even on error.
+    Runs ``model`` with only its dropout layers in training mode (batch norm and everything else
+    in evaluation mode), in passes of at most ``max_rows`` rows so memory stays bounded,
+    merging per-pass statistics; restores every module's mode afterwards, even on error.
+
+    The draws depend on ``max_rows`` (it decides how the samples are stacked into passes), so
+    bitwise reproducibility needs the same generator seed *and* the same ``max_rows``.
 
     Args:
         model: A classifier containing dropout layers, outputs (N, C).
@@ -169,27 +222,27 @@ def mc_predict(
     """
     check_positive_int(samples, "samples")
     check_positive_int(max_rows, "max_rows")
-    total = total_sq = mean_entropy = None
     with stochastic_mode(model, generator):
-        for block in _sample_chunks(model, x, samples, max_rows, logits):  # (k, N, C)
-            part, part_sq, part_h = block.sum(0), block.pow(2).sum(0), _entropy(block).sum(0)
-            if total is None:
-                total, total_sq, mean_entropy = part, part_sq, part_h
-            else:
-                total, total_sq, mean_entropy = total + part, total_sq + part_sq, mean_entropy + part_h
-    assert total is not None and total_sq is not None and mean_entropy is not None
-    mean = total / samples
-    var = (total_sq / samples - mean.pow(2)).clamp_min(0.0) * (samples / max(samples - 1, 1))
+        parts = [_summarise_block(model, xb, samples, max_rows, logits)
+                 for xb in _row_blocks(x, max_rows)]
+    mean = torch.cat([part[0] for part in parts], dim=0)  # (N, C)
+    m2 = torch.cat([part[1] for part in parts], dim=0)  # (N, C)
+    entropy_sum = torch.cat([part[2] for part in parts], dim=0)  # (N,)
+    std = (m2.clamp_min(0.0) / max(samples - 1, 1)).sqrt()
     entropy = _entropy(mean)
-    mutual_information = (entropy - mean_entropy / samples).clamp_min(0.0)
-    return MCPrediction(mean, var.sqrt(), entropy, mutual_information, samples)
+    mutual_information = (entropy - entropy_sum / samples).clamp_min(0.0)
+    return MCPrediction(mean, std, entropy, mutual_information, samples)
 
 
 @torch.no_grad()
-def weight_scaled_predict(model: nn.Module, x: torch.Tensor, *, logits: bool = True) -> torch.Tensor:
-    """The paper's weight-scaling inference: one pass in evaluation mode, probabilities (N, C).
+def weight_scaled_predict(
+    model: nn.Module, x: torch.Tensor, *, logits: bool = True
+) -> torch.Tensor:
+    """The paper's weight-scaling inference (§4, Figure 2): one pass in evaluation mode.
 
-    The model's modes are restored afterwards.
+    Evaluation mode of dropoutlab layers is the weight-scaled network in both scale modes.
+    Returns probabilities (N, C), float32; the model's modes are restored afterwards, also on
+    error.
     """
     saved = {module: module.training for module in model.modules()}
     try:
