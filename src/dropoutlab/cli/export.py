@@ -1,0 +1,137 @@
+"""``dropoutlab export``: the stored runs as one flat table (CSV or Parquet) for pandas.
+
+One row per (run, experiment): identity columns, then ``config.<dotted key>`` and
+``metric.<name>`` columns. Lists (e.g. ``config.model.hidden``) are written as JSON text.
+The file is written to a temporary name and renamed, so a failed export leaves no half file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from dropoutlab.cli.sweep_options import add_store_argument
+from dropoutlab.errors import DropoutlabError
+
+_BASE_COLUMNS = ("config_hash", "experiment", "name", "task", "status", "seed", "attempts",
+                 "seconds", "git_commit", "created", "updated", "error")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``export`` subcommand."""
+    parser = subparsers.add_parser("export", help="write the runs as a CSV/Parquet table",
+                                   description="Write the stored runs as one flat table.")
+    add_store_argument(parser)
+    parser.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                        help="csv (default) or parquet (needs pyarrow)")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="output file (default: CSV to stdout; required for parquet)")
+    parser.add_argument("--experiment", default=None, metavar="NAME",
+                        help="only runs of this experiment")
+    parser.add_argument("--status", default=None,
+                        choices=("pending", "running", "done", "failed", "diverged"),
+                        help="only runs with this status")
+    parser.set_defaults(handler=run)
+
+
+def flat_rows(records: list[Any], experiment: str | None = None) -> list[dict[str, Any]]:
+    """One flat dict per (run, experiment) pair."""
+    rows = []
+    for record in records:
+        experiments = [experiment] if experiment is not None else list(record.experiments)
+        for exp in experiments or [None]:
+            row: dict[str, Any] = {c: getattr(record, c, None) for c in _BASE_COLUMNS}
+            row["experiment"] = exp
+            row["name"] = record.names.get(exp) if exp is not None else None
+            row["error"] = (record.error or "").strip().splitlines()[-1] if record.error else None
+            row.update(_flatten("config", record.config))
+            row.update({f"metric.{k}": _cell(v) for k, v in record.metrics.items()})
+            rows.append(row)
+    return rows
+
+
+def _flatten(prefix: str, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = _cell(value)
+    return out
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    columns = list(_BASE_COLUMNS)
+    extra = sorted({k for row in rows for k in row} - set(columns))
+    return columns + extra
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the table."""
+    from dropoutlab.cli.runs import check_experiment
+    from dropoutlab.store import Store
+
+    if args.format == "parquet" and args.out is None:
+        raise ValueError("--format parquet needs --out FILE")
+    writer = _parquet_writer() if args.format == "parquet" else None
+    with Store.open_readonly(args.store) as store:
+        if args.experiment is not None:
+            check_experiment(args.experiment, store.experiments())
+        rows = flat_rows(store.records(experiment=args.experiment, status=args.status),
+                         args.experiment)
+    columns = _columns(rows)
+    if writer is not None:
+        _atomic_write(args.out, lambda tmp: writer(rows, columns, tmp))
+    elif args.out is None:
+        sys.stdout.write(_csv_text(rows, columns))
+    else:
+        _atomic_write(args.out, lambda tmp: tmp.write_text(_csv_text(rows, columns)))
+    if args.out is not None:
+        print(f"wrote {len(rows)} rows × {len(columns)} columns to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _parquet_writer() -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DropoutlabError("--format parquet needs the pyarrow package: "
+                              "pip install pyarrow (or use --format csv)") from None
+
+    def write(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
+        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+        pq.write_table(table, path)
+
+    return write
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    if path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a directory; expected a file path")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise DropoutlabError(f"cannot write --out {str(path)!r}: {err.strerror or err}") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,104 @@
+"""The sweep engine's command-line flags, shared by every command that runs a grid.
+
+``add_sweep_arguments(parser)`` adds ``--store``, ``--executor``, ``--ray-address``,
+``--workers``, ``--threads-per-run``, ``--retries`` and ``--checkpoint-dir``;
+``sweep_kwargs(args)`` turns them into :func:`dropoutlab.sweep.run_sweep` keyword arguments, and
+``run_and_report(jobs, args)`` runs the sweep, prints its summary and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dropoutlab.store import DEFAULT_STORE
+
+__all__ = ["add_store_argument", "add_sweep_arguments", "run_and_report", "sweep_kwargs"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """``--store FILE`` (default ``./dropoutlab-runs/runs.sqlite``)."""
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, metavar="FILE",
+                        help=f"results store (default: {DEFAULT_STORE})")
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the sweep engine's flags (and ``--store``) to ``parser``."""
+    add_store_argument(parser)
+    group = parser.add_argument_group("sweep execution")
+    group.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local process pool (default) or a Ray cluster")
+    group.add_argument("--ray-address", metavar="ADDR", default=None,
+                       help="Ray cluster address (default: start a local Ray instance)")
+    group.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                       help="runs at once (default: cores // threads-per-run)")
+    group.add_argument("--threads-per-run", type=positive_int, default=1, metavar="N",
+                       help="torch threads per run (default: 1)")
+    group.add_argument("--retries", type=non_negative_int, default=1, metavar="N",
+                       help="extra attempts for a failing run (default: 1)")
+    group.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
+                       help="mid-run checkpoints (default: beside the store; on a Ray "
+                       "cluster: shared storage every node sees at the same path)")
+
+
+def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`dropoutlab.sweep.run_sweep` keyword arguments from parsed flags."""
+    return {
+        "store": args.store,
+        "executor": args.executor,
+        "workers": args.workers,
+        "threads_per_run": args.threads_per_run,
+        "retries": args.retries,
+        "checkpoint_dir": args.checkpoint_dir,
+        "ray_address": args.ray_address,
+    }
+
+
+def _show_progress_lines() -> None:
+    """When stderr is not a terminal, the sweep's per-run log lines are the progress."""
+    logger = logging.getLogger("dropoutlab")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def run_and_report(jobs: Sequence[Any], args: argparse.Namespace) -> int:
+    """Run ``jobs`` with the flags in ``args``, print the summary, return the exit status.
+
+    0 when every run is finished, 1 when some failed (after retries), 130 after Ctrl-C.
+    """
+    from dropoutlab.sweep import run_sweep
+
+    _show_progress_lines()
+    summary = run_sweep(jobs, progress=None, **sweep_kwargs(args))
+    for line in summary.lines():
+        print(line)
+    return summary.exit_code
