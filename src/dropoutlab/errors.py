@@ -7,6 +7,8 @@ exit with status 2 instead of a traceback.
 
 from __future__ import annotations
 
+__all__ = ["ConfigError", "DataError", "DropoutlabError", "StoreError"]
+
 
 class DropoutlabError(Exception):
     """Base class for errors caused by input, data or stored state rather than by a bug."""
