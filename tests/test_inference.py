@@ -320,6 +320,13 @@ class TestModesAndMemory:
             with pytest.raises(ValueError, match=message):
                 fn(mlp(), inputs(), bad)  # type: ignore[operator]
 
+    @pytest.mark.parametrize("bad", [torch.zeros(0, 6), torch.tensor(1.0), [[1.0] * 6]])
+    def test_inputs_without_rows_raise(self, bad: object) -> None:
+        """Empty, 0-d or non-tensor inputs: ValueError saying a (N, ...) tensor is needed."""
+        with pytest.raises(ValueError, match=r"`x` must be a tensor of shape \(N, \.\.\.\) "
+                                             r"with N >= 1"):
+            inference.mc_predict(mlp(), bad, 3)  # type: ignore[arg-type]
+
     def test_bad_max_rows_raise(self) -> None:
         """max_rows < 1: ValueError naming the argument."""
         with pytest.raises(ValueError, match=r"`max_rows` must be an integer >= 1, got max_rows=0"):

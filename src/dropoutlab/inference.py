@@ -93,11 +93,15 @@ def _to_probs(outputs: torch.Tensor, logits: bool) -> torch.Tensor:
     return torch.softmax(outputs.float(), dim=-1) if logits else outputs.float()
 
 
+def _check_inputs(x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[0] == 0:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"`x` must be a tensor of shape (N, ...) with N >= 1, got {shape}")
+    return x
+
+
 def _row_blocks(x: torch.Tensor, max_rows: int) -> Iterator[torch.Tensor]:
     """Split the inputs into blocks of at most ``max_rows`` rows (one block if N ≤ max_rows)."""
-    if x.shape[0] == 0:
-        yield x
-        return
     yield from torch.split(x, max_rows, dim=0)
 
 
@@ -148,10 +152,11 @@ def sample_probabilities(
         Tensor of shape (samples, N, C), float32.
 
     Raises:
-        ValueError: ``samples`` or ``max_rows`` is not an integer ≥ 1.
+        ValueError: ``samples`` or ``max_rows`` is not an integer ≥ 1, or ``x`` has no rows.
     """
     check_positive_int(samples, "samples")
     check_positive_int(max_rows, "max_rows")
+    _check_inputs(x)
     with stochastic_mode(model, generator):
         blocks = [
             torch.cat(list(_sample_chunks(model, xb, samples, max_rows, logits)), dim=0)
@@ -218,10 +223,11 @@ def mc_predict(
         mutual information.
 
     Raises:
-        ValueError: ``samples`` or ``max_rows`` is not an integer ≥ 1.
+        ValueError: ``samples`` or ``max_rows`` is not an integer ≥ 1, or ``x`` has no rows.
     """
     check_positive_int(samples, "samples")
     check_positive_int(max_rows, "max_rows")
+    _check_inputs(x)
     with stochastic_mode(model, generator):
         parts = [_summarise_block(model, xb, samples, max_rows, logits)
                  for xb in _row_blocks(x, max_rows)]
