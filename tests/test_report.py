@@ -17,26 +17,26 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-from dropoutlab.experiments.base import (  # noqa: E402
+from dropoutlab.experiments.base import (
     Analysis,
     Figure,
     Finding,
     PaperValue,
     Table,
 )
-from dropoutlab.report import (  # noqa: E402
+from dropoutlab.report import (
     ReportMeta,
     Skipped,
     collect_meta,
     meta_from_records,
     write_report,
 )
-from dropoutlab.report.header import describe_hardware, format_seconds, short_commit  # noqa: E402
-from dropoutlab.report.tables import (  # noqa: E402
+from dropoutlab.report.header import describe_hardware, format_seconds, short_commit
+from dropoutlab.report.tables import (
     findings_text,
     format_cell,
     format_number,
@@ -368,10 +368,9 @@ class TestMetaFromRecords:
         """Runs, seeds, failures and summed training time come from the records."""
         meta = ReportMeta(budget="smoke")
         info = meta_from_records(meta, "x", [_Record(0, 1.5), _Record(1, 2.0),
-                                             _Record(1, 0.5, status="failed")],
-                                 wall_seconds=9.0, ran=2)
+                                             _Record(1, 0.5, status="failed")], ran=2)
         assert (info.runs, info.seeds, info.failed, info.ran) == (3, (0, 1), 1, 2)
-        assert info.compute_seconds == pytest.approx(4.0)
+        assert info.run_seconds == pytest.approx(4.0)
         assert meta.experiments["x"] is info
 
     def test_runs_from_elsewhere_are_named(self, tmp_path: Path) -> None:

