@@ -38,5 +38,9 @@ test: lint typecheck unit
 demo: setup
 	$(PY) -m dropoutlab.cli reproduce overfitting-curves --budget quick
 
+# Dropout ours vs torch (ops, memory, Table 9 step, quick MNIST epoch) -> BENCHMARKS.md
+bench: setup
+	$(PY) benchmarks/bench_dropout.py
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

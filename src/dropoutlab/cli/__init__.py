@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "dropoutlab.cli.sweep",
     "dropoutlab.cli.runs",
     "dropoutlab.cli.export",
+    "dropoutlab.cli.bench",
 )
 
 EXIT_USAGE = 2

@@ -50,6 +50,15 @@ _lock = threading.Lock()
 _library: Library | None = None
 _error: str | None = None
 _attempted = False
+_functions: dict[tuple[str, torch.dtype], Any] = {}  # (kind, dtype) -> C entry point
+_seed = threading.local()  # a reusable int64 scalar per thread for seed draws
+
+
+def _bind(lib: Library) -> None:
+    """Look up every C entry point once, keyed by (kind, dtype)."""
+    for kind in ("dropout", "gaussian"):
+        for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
+            _functions[kind, dtype] = getattr(lib.handle, f"dl_{kind}_{suffix}")
 
 
 def _load() -> Library | None:
@@ -60,6 +69,7 @@ def _load() -> Library | None:
             if not _attempted:
                 try:
                     _library = build()
+                    _bind(_library)
                 except KernelBuildError as err:
                     _error = str(err)
                     logger.debug("native dropout kernels unavailable, using torch: %s", err)
@@ -94,6 +104,7 @@ def reset() -> None:
     global _library, _error, _attempted
     with _lock:
         _library, _error, _attempted = None, None, False
+        _functions.clear()
 
 
 def supports(x: torch.Tensor) -> bool:
@@ -112,17 +123,21 @@ def supports(x: torch.Tensor) -> bool:
 
 def _draw_seed(generator: torch.Generator | None) -> int:
     """One 63-bit seed from ``generator`` (or torch's global generator)."""
-    return int(torch.empty((), dtype=torch.int64).random_(generator=generator))
+    scalar = getattr(_seed, "tensor", None)
+    if scalar is None:
+        scalar = _seed.tensor = torch.empty((), dtype=torch.int64)
+    return int(scalar.random_(generator=generator))
 
 
 def _launch(kind: str, x: torch.Tensor, seed: int, *params: Any) -> torch.Tensor:
     """Run one kernel out of place on a contiguous copy of ``x``; returns a new tensor."""
-    lib = require()
+    if not _functions:
+        require()
     src = x.contiguous()
     out = torch.empty(src.shape, dtype=src.dtype)
-    suffix = "f32" if src.dtype == torch.float32 else "f64"
-    fn = getattr(lib.handle, f"dl_{kind}_{suffix}")
-    fn(src.data_ptr(), out.data_ptr(), src.numel(), seed, *params, torch.get_num_threads())
+    _functions[kind, src.dtype](
+        src.data_ptr(), out.data_ptr(), src.numel(), seed, *params, torch.get_num_threads()
+    )
     return out
 
 

@@ -1,0 +1,162 @@
+"""Training benchmarks for :mod:`dropoutlab.kernels.bench`: the Table 9 step and a quick epoch.
+
+* The step: the 784-1024-1024-2048-10 ReLU net of Srivastava et al. 2014, Table 9, batch 100,
+  input dropout 0.2 and hidden dropout 0.5, forward + cross-entropy + backward + momentum update
+  (no max-norm, no penalties: the step every recipe shares). Ours is dropoutlab's ``MLP`` and
+  ``recipe.MomentumSGD``; plain torch is ``nn.Sequential`` with ``nn.Dropout`` and
+  ``torch.optim.SGD``. Each is timed with and without its dropout layers.
+* The epoch: ``dropoutlab.train`` on ``base_config("quick")`` against
+  ``benchmarks/mnist_plain_torch.py`` (same recipe, ``DataLoader`` and ``nn.Dropout``); seconds
+  per epoch (training + validation and test evaluation), median of the warm epochs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from dropoutlab.kernels.bench import Row
+
+WIDTHS = (784, 1024, 1024, 2048, 10)
+BATCH = 100
+PEER = Path("benchmarks") / "mnist_plain_torch.py"
+
+
+def matmul_rate() -> float:
+    """FLOP/s of a 2048×2048×2048 float32 matmul (the machine's achievable matrix rate)."""
+    from dropoutlab.kernels.bench import time_side_by_side
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    t = time_side_by_side({"mm": lambda: a @ b}, samples=7)["mm"]
+    return 2 * 2048**3 / t.seconds
+
+
+def _step_ours(dropout: bool, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    from dropoutlab import recipe
+    from dropoutlab.models import MLP
+
+    model = MLP(WIDTHS[0], WIDTHS[1:-1], WIDTHS[-1], dropout="bernoulli" if dropout else "none",
+                drop_input=0.2, drop_hidden=0.5)
+    opt = recipe.MomentumSGD(model, damped=True, max_norm=None)
+
+    def step() -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step(0.1, 0.9)
+
+    return step
+
+
+def _step_plain(dropout: bool, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    layers: list[nn.Module] = [nn.Dropout(0.2)] if dropout else []
+    for i, (a, b) in enumerate(itertools.pairwise(WIDTHS)):
+        layers.append(nn.Linear(a, b))
+        if i < len(WIDTHS) - 2:
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(0.5))
+    model = nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, dampening=0.9)
+
+    def step() -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def step_rows() -> tuple[list[Row], list[float], float]:
+    """Rows for the Table 9 step; also the timing spreads and the measured matmul FLOP/s."""
+    from dropoutlab.kernels.bench import Row, time_side_by_side
+
+    flop_rate = matmul_rate()
+    flops = 6 * BATCH * sum(a * b for a, b in itertools.pairwise(WIDTHS))
+    x, y = torch.rand(BATCH, WIDTHS[0]), torch.randint(0, WIDTHS[-1], (BATCH,))
+    t = time_side_by_side({
+        "ours": _step_ours(True, x, y), "ours_plain": _step_ours(False, x, y),
+        "torch": _step_plain(True, x, y), "torch_plain": _step_plain(False, x, y),
+    }, samples=11, min_sample_s=0.1)
+    with_o, with_t = t["ours"].seconds, t["torch"].seconds
+    cost_o, cost_t = with_o / t["ours_plain"].seconds, with_t / t["torch_plain"].seconds
+    mfu_o, mfu_t = flops / with_o / flop_rate, flops / with_t / flop_rate
+    rows = [
+        Row("Table 9 step with dropout (ms)", f"{1e3 * with_o:.2f}", f"{1e3 * with_t:.2f}",
+            f"{with_t / with_o:.2f}×"),
+        Row("Table 9 step: with ÷ without dropout", f"{cost_o:.3f}×", f"{cost_t:.3f}×",
+            target="≤ 1.05×", met=cost_o <= 1.05),
+        Row("Table 9 step MFU (of measured matmul rate)", f"{100 * mfu_o:.0f} %",
+            f"{100 * mfu_t:.0f} %", target="≥ 70 %", met=mfu_o >= 0.70),
+    ]
+    return rows, [timing.spread for timing in t.values()], flop_rate
+
+
+def find_peer(peer: Path | None = None) -> Path | None:
+    """The plain-PyTorch MNIST script: ``peer``, else ``benchmarks/...`` in the working
+    directory, else in the source tree this package was imported from."""
+    if peer is not None:
+        return peer if peer.is_file() else None
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (root / PEER).is_file():
+            return root / PEER
+    return None
+
+
+def _import(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mnist_plain_torch", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _warm_median(seconds: list[float]) -> float:
+    """Median of the epochs after the first (the first pays one-off costs)."""
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def mnist_row(peer: Path | None = None, *, epochs: int = 3, rounds: int = 2) -> Row:
+    """Seconds per quick-MNIST epoch, ours vs the plain script, or a row saying why skipped."""
+    from dropoutlab.kernels.bench import Row
+
+    name = "quick MNIST epoch (s)"
+    try:
+        train = importlib.import_module("dropoutlab.train")
+        from dropoutlab.config import with_changes
+        from dropoutlab.experiments.common import base_config
+    except ImportError as err:
+        return Row(name, f"skipped: needs dropoutlab.train ({err})", "–", target="≤ 0.6×")
+    script = find_peer(peer)
+    if script is None:
+        return Row(name, f"skipped: peer script {PEER} not found (run from a source checkout "
+                         "or pass --peer)", "–", target="≤ 0.6×")
+    plain = _import(script)
+    try:
+        plain.mnist_file().stat()
+    except (ImportError, OSError) as err:
+        return Row(name, f"skipped: MNIST not installed ({err})", "–", target="≤ 0.6×")
+    config = with_changes(base_config("quick"), {"epochs": epochs, "checkpoint_every": 1000})
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(rounds):
+        history = train.train(config, progress=False).history
+        marks = [0.0] + [float(row["seconds"]) for row in history]
+        ours.append(_warm_median([b - a for a, b in itertools.pairwise(marks)]))
+        theirs.append(_warm_median([row["seconds"] for row in plain.run(epochs=epochs)]))
+    t_o, t_t = statistics.median(ours), statistics.median(theirs)
+    return Row(name, f"{t_o:.2f}", f"{t_t:.2f}", f"{t_o / t_t:.2f}×", target="≤ 0.6×",
+               met=t_o / t_t <= 0.6)

@@ -1,0 +1,286 @@
+"""The dropout benchmark suite behind ``make bench`` and ``dropoutlab bench``.
+
+Everything is measured side by side in one process and one run, ours against the plain-torch
+way (Srivastava et al. 2014: Bernoulli dropout §4, Gaussian dropout §10, the Table 9 MNIST net):
+
+1. dropout and Gaussian dropout forward + backward at 100×1024, 100×2048 and 4096×4096:
+   G elements/s, the speed-up over ``torch.nn.Dropout`` (or ``x * noise.normal_(1, σ)``), and
+   the fraction of the memory-bandwidth bound. The bound comes from a large ``copy_`` into a
+   preallocated tensor measured in the same run: forward and backward each stream one read and
+   one write per element, like a copy, so the bound is (copy rate in elements/s) / 2;
+2. bits saved for backward per element, counted with ``torch.autograd.graph.saved_tensors_hooks``;
+3. a training step of the Table 9 net (784-1024-1024-2048-10, batch 100): with dropout ÷
+   without, ours (dropoutlab's MLP + MomentumSGD) and plain torch (``nn.Sequential`` with
+   ``nn.Dropout`` + ``torch.optim.SGD``), and the model FLOP utilisation against a large matmul
+   measured in the same run;
+4. seconds per epoch of the ``quick`` MNIST run: ``dropoutlab.train`` against the plain-PyTorch
+   script in ``benchmarks/mnist_plain_torch.py`` (``DataLoader``, ``nn.Dropout``, same recipe).
+
+Timings are medians of interleaved samples (ours, torch, ours, torch, ...) after warm-up, so a
+burst of load from other processes hits both sides alike; the relative spread of each timing and
+the load average are reported so that a noisy run can be recognised.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dropoutlab import backend, kernels
+from dropoutlab.kernels import _bench_training as training
+
+__all__ = ["Row", "Timing", "render", "run", "time_side_by_side"]
+
+SHAPES = ((100, 1024), (100, 2048), (4096, 4096))
+P_DROP = 0.5
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median seconds per call and the relative interquartile range of the samples."""
+
+    seconds: float
+    spread: float
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table; ``met`` is None where no target applies."""
+
+    benchmark: str
+    ours: str
+    torch: str
+    ratio: str = "–"
+    ours_bound: str = "–"
+    torch_bound: str = "–"
+    target: str = "–"
+    met: bool | None = None
+
+
+def time_side_by_side(
+    fns: dict[str, Callable[[], object]], *, samples: int = 9, min_sample_s: float = 0.02,
+    warmup: int = 2,
+) -> dict[str, Timing]:
+    """Time several callables with interleaved samples; each sample loops for ≥ min_sample_s.
+
+    Returns:
+        Per name, the median seconds of one call and the relative IQR over the samples.
+    """
+    loops: dict[str, int] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        start = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - start, 1e-7)
+        loops[name] = max(1, math.ceil(min_sample_s / once))
+    per_call: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(samples):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(loops[name]):
+                fn()
+            per_call[name].append((time.perf_counter() - start) / loops[name])
+    result = {}
+    for name, values in per_call.items():
+        q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+        result[name] = Timing(median, (q3 - q1) / median)
+    return result
+
+
+def copy_rate() -> tuple[float, Timing]:
+    """Elements/s of a float32 copy of 2^25 elements (128 MiB) into a preallocated tensor."""
+    src = torch.rand(1 << 25)
+    dst = torch.empty_like(src)
+    timing = time_side_by_side({"copy": lambda: dst.copy_(src)}, samples=7)["copy"]
+    return src.numel() / timing.seconds, timing
+
+
+def _fwd_bwd(op: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int]
+             ) -> Callable[[], None]:
+    x = torch.randn(shape, requires_grad=True)
+    grad = torch.randn(shape)
+
+    def step() -> None:
+        x.grad = None
+        op(x).backward(grad)
+
+    return step
+
+
+def _plain_gaussian(sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    def op(x: torch.Tensor) -> torch.Tensor:
+        return x * torch.empty_like(x).normal_(1.0, sigma)
+
+    return op
+
+
+def saved_bits_per_element(op: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """Bits that autograd keeps for backward per input element (saved-tensor hooks)."""
+    saved: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    x = torch.randn(100, 1024, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        op(x).sum().backward()
+    return 8 * sum(saved) / x.numel()
+
+
+def op_rows(bound: float) -> tuple[list[Row], list[float]]:
+    """Rows for dropout and Gaussian dropout forward+backward at every shape."""
+    from dropoutlab.functional import gaussian_sigma
+    from dropoutlab.layers import Dropout, GaussianDropout
+
+    sigma = gaussian_sigma(P_DROP)
+    rows, spreads = [], []
+    cases = (
+        ("dropout", Dropout(P_DROP), nn.Dropout(P_DROP), "≥ 20×", 20.0),
+        ("Gaussian dropout", GaussianDropout(P_DROP), _plain_gaussian(sigma), "–", None),
+    )
+    for name, ours, plain, target, need in cases:
+        for shape in SHAPES:
+            n = shape[0] * shape[1]
+            big = n >= 1 << 24
+            t = time_side_by_side(
+                {"ours": _fwd_bwd(ours, shape), "torch": _fwd_bwd(plain, shape)},
+                samples=5 if big else 9, warmup=1 if big else 3,
+            )
+            spreads += [t["ours"].spread, t["torch"].spread]
+            rate_o, rate_t = n / t["ours"].seconds, n / t["torch"].seconds
+            speedup = t["torch"].seconds / t["ours"].seconds
+            row_target, met = target, (None if need is None else speedup >= need)
+            if name == "dropout" and big:
+                row_target = "≥ 20×, ≥ 50 % of bound"
+                met = speedup >= 20 and rate_o >= 0.5 * bound
+            rows.append(Row(
+                f"{name} fwd+bwd {shape[0]}×{shape[1]} (G elem/s)",
+                f"{rate_o / 1e9:.2f}", f"{rate_t / 1e9:.3f}", f"{speedup:.1f}×",
+                f"{100 * rate_o / bound:.0f} %", f"{100 * rate_t / bound:.1f} %",
+                row_target, met,
+            ))
+    return rows, spreads
+
+
+def memory_rows() -> list[Row]:
+    """Bits saved for backward per element, ours vs torch."""
+    from dropoutlab.functional import gaussian_sigma
+    from dropoutlab.layers import Dropout, GaussianDropout
+
+    rows = []
+    for name, ours, plain in (
+        ("dropout", Dropout(P_DROP), nn.Dropout(P_DROP)),
+        ("Gaussian dropout", GaussianDropout(P_DROP), _plain_gaussian(gaussian_sigma(P_DROP))),
+    ):
+        bits_o, bits_t = saved_bits_per_element(ours), saved_bits_per_element(plain)
+        target, met = ("≤ 1 bit", bits_o <= 1) if name == "dropout" else ("–", None)
+        rows.append(Row(f"{name}: bits saved for backward / element", f"{bits_o:g}",
+                        f"{bits_t:g}", target=target, met=met))
+    return rows
+
+
+def _machine() -> dict[str, str]:
+    """Facts printed above the table: machine, date, versions, threads, kernel build."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    lib = kernels.library()
+    compiler = "–"
+    if lib is not None:
+        out = subprocess.run([lib.compiler, "--version"], capture_output=True, text=True,
+                             check=False).stdout
+        compiler = (out.splitlines() or ["?"])[0] + "  " + " ".join(lib.flags[-2:])
+    import dropoutlab
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} "
+                   f"{platform.release()}",
+        "versions": f"dropoutlab {dropoutlab.__version__}, python {platform.python_version()}, "
+                    f"torch {torch.__version__}",
+        "threads": f"torch.get_num_threads() = {torch.get_num_threads()}",
+        "native kernels": compiler if lib is not None else "not available (torch path timed)",
+        "backend": backend.get_backend(),
+    }
+
+
+def render(rows: list[Row], facts: dict[str, str], notes: list[str]) -> str:
+    """The report as Markdown: facts, one fixed-width table, notes."""
+    header = ("benchmark", "ours", "torch", "ours vs torch", "ours % of bound",
+              "torch % of bound", "target", "met")
+    cells = [header] + [
+        (r.benchmark, r.ours, r.torch, r.ratio, r.ours_bound, r.torch_bound, r.target,
+         "–" if r.met is None else ("yes" if r.met else "**no**"))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    table = [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    table += [line(row) for row in cells[1:]]
+    out = ["# dropoutlab benchmarks", ""]
+    out += [f"- **{key}**: {value}" for key, value in facts.items()]
+    out += ["", *table, ""]
+    out += [f"- {note}" for note in notes]
+    return "\n".join(out) + "\n"
+
+
+def run(*, mnist: bool = True, peer: Path | None = None,
+        progress: Callable[[str], None] | None = None) -> str:
+    """Run the whole suite and return the Markdown report (see the module docstring).
+
+    Args:
+        mnist: Include the quick-MNIST epoch comparison (needs the MNIST data).
+        peer: Path of the plain-PyTorch MNIST script; None looks for
+            ``benchmarks/mnist_plain_torch.py`` in the working directory and the source tree.
+        progress: Called with a short message before each part.
+    """
+    say = progress or (lambda message: None)
+    kernels.available()  # compile (or load) before anything is timed
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    say("memory bandwidth (large copy)")
+    copy_el, copy_t = copy_rate()
+    bound = copy_el / 2
+    say("dropout and Gaussian dropout forward+backward")
+    rows, spreads = op_rows(bound)
+    rows += memory_rows()
+    say("Table 9 training step")
+    step_rows, step_spreads, flop_rate = training.step_rows()
+    rows += step_rows
+    spreads += step_spreads
+    if mnist:
+        say("quick MNIST epoch (dropoutlab.train vs the plain PyTorch script)")
+        rows.append(training.mnist_row(peer))
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    notes = [
+        f"bandwidth bound: a float32 copy_ of 2^25 elements into a preallocated tensor ran at "
+        f"{copy_el * 4 / 1e9:.1f} GB/s read ({copy_el / 1e9:.2f} G elem/s, spread "
+        f"{100 * copy_t.spread:.0f} %); forward and backward each stream one read and one "
+        f"write per element, so the bound is {bound / 1e9:.2f} G elem/s for forward+backward.",
+        f"matrix FLOP rate: a 2048×2048×2048 float32 matmul ran at {flop_rate / 1e9:.0f} "
+        "GFLOP/s; MFU = 6·batch·weights / step time / that rate.",
+        "ratio column: torch time ÷ ours for forward+backward; ours ÷ torch for the epoch.",
+        f"noise: median relative IQR of the timings {100 * statistics.median(spreads):.0f} % "
+        f"(max {100 * max(spreads):.0f} %); 1-min load average {load_start:.2f} at the start, "
+        f"{load_end:.2f} at the end, on {os.cpu_count()} logical CPUs.",
+    ]
+    return render(rows, _machine(), notes)
