@@ -373,3 +373,47 @@ class TestBuild:
             kernels.require()
         with backend.use_backend("auto"):
             assert F.gaussian_dropout(torch.ones(10), 0.5).shape == (10,)
+
+
+class TestFunctorch:
+    def test_grad_transform_falls_back_to_torch(self, native: None) -> None:
+        """functorch-wrapped tensors have no data pointer: they take the torch path."""
+        grad = torch.func.grad(lambda x: F.dropout(x, 0.5).sum())(torch.ones(64))
+        assert set(grad.unique().tolist()) <= {0.0, 2.0}
+
+
+class TestBench:
+    """Fast checks of the benchmark suite's pieces (the suite itself runs in `make bench`)."""
+
+    def test_saved_bits(self, native: None) -> None:
+        """The hook-based count gives 0 bits for ours and 32 for torch.nn.Dropout."""
+        from dropoutlab.kernels import bench
+        from dropoutlab.layers import Dropout
+
+        assert bench.saved_bits_per_element(Dropout(0.5)) == 0
+        assert bench.saved_bits_per_element(torch.nn.Dropout(0.5)) == 32
+
+    def test_render_and_missing_peer(self, tmp_path: Path) -> None:
+        """A missing peer script gives a "skipped" row; the table has one line per row."""
+        from dropoutlab.kernels import _bench_training, bench
+
+        row = _bench_training.mnist_row(tmp_path / "missing.py")
+        assert row.ours.startswith("skipped") and row.met is None
+        text = bench.render([row, bench.Row("x", "1", "2", met=False)], {"date": "now"}, ["n"])
+        lines = [line for line in text.splitlines() if line.startswith("|")]
+        assert len(lines) == 4 and "**no**" in lines[-1] and "- **date**: now" in text
+
+    def test_timer_interleaves_and_reports_spread(self) -> None:
+        """time_side_by_side returns a positive median and a spread for every callable."""
+        from dropoutlab.kernels import bench
+
+        t = bench.time_side_by_side({"a": lambda: None, "b": lambda: sum(range(100))},
+                                    samples=3, min_sample_s=0.001)
+        assert set(t) == {"a", "b"} and all(v.seconds > 0 and v.spread >= 0 for v in t.values())
+
+    def test_cli_registers_bench(self) -> None:
+        """`dropoutlab bench` parses its options."""
+        from dropoutlab.cli import build_parser
+
+        args = build_parser().parse_args(["bench", "--no-write", "--skip-mnist"])
+        assert args.command == "bench" and args.no_write and args.skip_mnist

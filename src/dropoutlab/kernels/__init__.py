@@ -107,6 +107,12 @@ def reset() -> None:
         _functions.clear()
 
 
+def _is_wrapped(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a functorch (vmap/grad) wrapper, which has no data pointer."""
+    functorch = getattr(torch._C, "_functorch", None)
+    return functorch is not None and bool(functorch.is_functorch_wrapped_tensor(x))
+
+
 def supports(x: torch.Tensor) -> bool:
     """Whether the native kernels handle ``x``: a plain strided float32/float64 CPU tensor.
 
@@ -117,6 +123,7 @@ def supports(x: torch.Tensor) -> bool:
         and x.dtype in _DTYPES
         and x.layout == torch.strided
         and type(x) in (torch.Tensor, torch.nn.Parameter)
+        and not _is_wrapped(x)
         and not torch.jit.is_tracing()
     )
 
