@@ -32,7 +32,7 @@ import pytest
 import dropoutlab.experiments as experiments_module
 import dropoutlab.sweep as sweep_module
 from dropoutlab.config import DataConfig, RunConfig, with_changes
-from dropoutlab.errors import DataError, StoreError
+from dropoutlab.errors import DataError, DropoutlabError, StoreError
 from dropoutlab.experiments import Analysis, Figure, Finding, PaperValue, Table
 from dropoutlab.jobs import Job
 from dropoutlab.reproduce import (
@@ -282,8 +282,8 @@ class TestReproduceFakes:
     def test_rebuild_other_budget(self, fake_all: tuple[Outcome, Path]) -> None:
         """A budget that never ran: an error naming the command to run, or a skip for 'all'."""
         _, root = fake_all
-        with pytest.raises(DataError, match=r"no stored runs of fake-dropout at budget quick .*"
-                           r"run `dropoutlab reproduce fake-dropout --budget quick` first"):
+        with pytest.raises(DropoutlabError, match=r"no stored runs of fake-dropout at budget "
+                           r"quick .*run `dropoutlab reproduce fake-dropout --budget quick` first"):
             rebuild("fake-dropout", budget="quick", store=root / "runs.sqlite",
                     out_dir=root / "q")
         outcome = rebuild("all", budget="quick", store=root / "runs.sqlite",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dropoutlab.config import with_changes
-from dropoutlab.errors import DataError, StoreError
+from dropoutlab.errors import DataError, DropoutlabError, StoreError
 from dropoutlab.report import (
     ReportMeta,
     Skipped,
@@ -316,7 +316,7 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
     Raises:
         ValueError: unknown name, budget or seeds.
         StoreError: the store does not exist or cannot be read (it is opened read-only).
-        DataError: ``name`` is one experiment and none of its runs are stored.
+        DropoutlabError: ``name`` is one experiment and none of its runs are stored.
     """
     from dropoutlab.store import Store
 
@@ -339,7 +339,7 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
             if not finished:
                 how = f"dropoutlab reproduce {exp.name} --budget {budget}"
                 if name != "all":
-                    raise DataError(f"no stored runs of {exp.name} at budget {budget} in "
+                    raise DropoutlabError(f"no stored runs of {exp.name} at budget {budget} in "
                                     f"{str(store)!r}; run `{how}` first")
                 skipped.append(Skipped(exp.name, exp.title, exp.paper_ref,
                                        f"no stored runs at budget {budget}; run `{how}`"))

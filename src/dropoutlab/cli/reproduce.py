@@ -45,7 +45,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, name_default: s
                         help="smoke: seconds; quick: minutes on a laptop CPU (default); "
                              "paper: the paper's nets and recipe, for a GPU")
     parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
-                        help="seeds per configuration (default: the budget's, ≥ 3 but smoke)")
+                        help="seeds per configuration (default: the budget's; 1 at smoke, 3 above)")
     parser.add_argument("--device", type=device_name, default="cpu",
                         help="cpu (default), cuda or cuda:N")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
