@@ -149,7 +149,7 @@ class ConvNet(_HiddenMixin):
         for i, out_channels in enumerate(channels):
             self.convs.append(nn.Conv2d(c, out_channels, kernel_size=5, padding=2))
             self.conv_dropout.append(_dropout(dropout, drops[1 + i], scale))
-            c, h, w = out_channels, max(1, h // 2), max(1, w // 2)
+            c, h, w = out_channels, (h + 1) // 2, (w + 1) // 2  # ceil-mode pooling
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
         widths = [c * h * w, *fc]
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))

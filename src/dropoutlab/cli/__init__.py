@@ -18,6 +18,7 @@ from dropoutlab.errors import DropoutlabError
 # One module per subcommand, in the order `dropoutlab --help` lists them.
 COMMAND_MODULES = (
     "dropoutlab.cli.info",
+    "dropoutlab.cli.train",
     "dropoutlab.cli.list_cmd",
     "dropoutlab.cli.reproduce",
     "dropoutlab.cli.report",

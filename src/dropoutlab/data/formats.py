@@ -14,6 +14,7 @@ naming the file, what was expected and how to get a good copy:
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -50,6 +51,9 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
     ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
     ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
+    # Python 3 writes ``bytes`` in protocol ≤ 2 pickles as _codecs.encode(text, "latin1"):
+    # a pure string-to-bytes function, harmless to admit.
+    ("_codecs", "encode"): codecs.encode,
 }
 
 

@@ -1,0 +1,227 @@
+"""``dropoutlab train``: train one network the paper's way and write what it measured.
+
+Config precedence: ``--preset`` (or the defaults), then ``--config FILE``, then the flags, then
+``--set key=value`` (typed; an unknown key lists the valid ones). ``--out DIR`` receives
+``config.toml`` (resolved), ``result.json``, ``history.csv``, ``learning_curves.png`` (overfitting
+onset marked) and ``checkpoint.pt``; ``--resume`` continues from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from dropoutlab.errors import ConfigError
+
+# Input size and classes of each data set, to check an architecture like 784-1024-1024-10.
+_DIMS = {"mnist": (784, 10), "fashion-mnist": (784, 10), "digits": (64, 10),
+         "cifar10": (3072, 10), "cifar100": (3072, 100), "svhn": (3072, 10)}
+
+# flag → dotted config key (argparse dest = flag without dashes, '-' → '_').
+_FLAG_KEYS = {
+    "dataset": "data.dataset", "data_dir": "data.data_dir", "train_size": "data.train_size",
+    "merge_validation": "data.merge_validation", "model": "model.kind",
+    "activation": "model.activation", "dropout_kind": "model.dropout",
+    "drop_input": "model.drop_input", "drop_hidden": "model.drop_hidden",
+    "scale": "model.scale", "init": "model.init", "max_norm": "optim.max_norm",
+    "batch_size": "optim.batch_size", "lr": "optim.lr", "lr_schedule": "optim.lr_schedule",
+    "lr_decay": "optim.lr_decay", "momentum": "optim.momentum_end",
+    "momentum_start": "optim.momentum_start", "momentum_updates": "optim.momentum_updates",
+    "epochs": "epochs", "seed": "seed", "device": "device",
+    "early_stopping": "early_stopping",
+}
+
+
+def _optional_float(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` subcommand."""
+    p = subparsers.add_parser(
+        "train", help="train one dropout network and write its learning curves",
+        description="Train one network with the paper's recipe (Srivastava et al. 2014, §5.1). "
+        "--drop-* are DROP probabilities (the paper's retention p is 1 - drop).")
+    p.add_argument("--preset", help="start from a named preset (see dropoutlab.presets)")
+    p.add_argument("--config", type=Path, help="TOML config file ([data], [model], [optim])")
+    p.add_argument("--dataset", help="mnist, fashion-mnist, digits, cifar10, cifar100, svhn")
+    p.add_argument("--data-dir", help="folder with your copy of the data set")
+    p.add_argument("--train-size", type=int, help="seeded stratified training subset size")
+    p.add_argument("--merge-validation", action="store_true", default=None,
+                   help="train on train+validation (the paper's final protocol)")
+    p.add_argument("--model", help="mlp, convnet or autoencoder")
+    p.add_argument("--arch", help="MLP layer sizes including input and output, e.g. "
+                   "784-1024-1024-10 (autoencoder: 784-256-784)")
+    p.add_argument("--activation", help="relu or logistic")
+    p.add_argument("--dropout-kind", help="bernoulli, gaussian or none")
+    p.add_argument("--drop-input", type=float, help="drop probability of the inputs")
+    p.add_argument("--drop-hidden", type=float, help="drop probability of hidden units")
+    p.add_argument("--scale", help="train (inverted dropout) or test (paper's weight scaling)")
+    p.add_argument("--init", help="normal, xavier or kaiming")
+    p.add_argument("--max-norm", type=_optional_float, default=argparse.SUPPRESS,
+                   help="max-norm radius c, or 'none'")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--lr-schedule", help="constant, exponential or inverse_t")
+    p.add_argument("--lr-decay", type=float, help="per-epoch factor, or t0 for inverse_t")
+    p.add_argument("--momentum", type=float, help="final momentum of the ramp")
+    p.add_argument("--momentum-start", type=float)
+    p.add_argument("--momentum-updates", type=int, help="length of the momentum ramp")
+    p.add_argument("--early-stopping", type=int, help="patience in epochs (val error)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu or cuda[:N]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.l2=1e-4 (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")
+    p.set_defaults(handler=run)
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The run config from preset/file, flags and ``--set`` overrides, in that order."""
+    from dropoutlab import config as cfg
+    from dropoutlab.presets import get_preset
+
+    if args.preset and args.config is not None:
+        raise ConfigError("give either --preset or --config, not both")
+    if args.config is not None:
+        base = cfg.load_config(args.config)
+    else:
+        base = get_preset(args.preset) if args.preset else cfg.RunConfig()
+    changes: dict[str, Any] = {}
+    for dest, key in _FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is not None or (dest == "max_norm" and hasattr(args, "max_norm")):
+            changes[key] = value
+    config = cfg.with_changes(base, changes)
+    if args.arch:
+        config = cfg.with_changes(config, {"model.hidden": _hidden_from_arch(args.arch, config)})
+    return cfg.apply_overrides(config, args.set)
+
+
+def _hidden_from_arch(arch: str, config: Any) -> tuple[int, ...]:
+    """Hidden widths from ``IN-H1-...-OUT``, checked against the data set's sizes."""
+    try:
+        sizes = [int(part) for part in arch.split("-")]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 3 or min(sizes) < 1:
+        raise ConfigError(f"`--arch` must look like 784-1024-1024-10 (input-hidden...-output), "
+                          f"got {arch!r}")
+    n_in, n_classes = _DIMS[config.data.dataset]
+    n_out = n_in if config.model.kind == "autoencoder" else n_classes
+    if (sizes[0], sizes[-1]) != (n_in, n_out):
+        raise ConfigError(f"`--arch` {arch!r} must start with {n_in} and end with {n_out} for "
+                          f"{config.data.dataset} ({config.model.kind})")
+    return tuple(sizes[1:-1])
+
+
+def write_outputs(result: Any, out: Path) -> None:
+    """result.json, history.csv and learning_curves.png in ``out``."""
+    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    rows = result.history
+    if rows:
+        with (out / "history.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    plot_learning_curves(result, out / "learning_curves.png")
+
+
+def plot_learning_curves(result: Any, path: Path) -> None:
+    """Loss and error per epoch (train, validation, test), the overfitting onset marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in result.history]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
+        for ax, metric in ((ax_loss, "loss"), (ax_err, "error")):
+            pairs = [(e, row[f"{split}_{metric}"]) for e, row in zip(epochs, result.history,
+                                                                       strict=True)
+                     if row.get(f"{split}_{metric}") is not None]
+            if pairs:
+                ax.plot(*zip(*pairs, strict=True), style, label=split)
+    for ax in (ax_loss, ax_err):
+        if result.overfitting_onset is not None:
+            ax.axvline(result.overfitting_onset, color="red", alpha=0.5,
+                       label=f"overfitting onset (epoch {result.overfitting_onset})")
+        ax.set_xlabel("epoch")
+        ax.legend()
+    ax_loss.set_ylabel("loss")
+    ax_err.set_ylabel("error %" if result.config.model.kind != "autoencoder" else "MSE / pixel")
+    ax_err.set_yscale("log")
+    fig.suptitle(f"{result.config.data.dataset}: status {result.status}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _table(result: Any) -> str:
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}" if math.isfinite(value) else str(value)
+        return str(value)
+
+    rows = [("status", result.status), ("test error %", result.test_error),
+            ("validation error %", result.val_error), ("train error %", result.train_error),
+            ("best epoch", result.best_epoch), ("overfitting onset", result.overfitting_onset),
+            ("generalization gap", result.generalization_gap),
+            ("diverged in epoch", result.diverged_epoch), ("epochs", result.epochs),
+            ("seconds", result.seconds)]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {fmt(value)}" for name, value in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config, train, write the outputs and print the final numbers."""
+    from dropoutlab.config import config_to_toml
+
+    config = resolve_config(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"`--threads` must be an integer >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    progress = not args.no_progress and sys.stderr.isatty()
+    from dropoutlab.train import train
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(config_to_toml(config))
+    # Plain epoch lines on stderr when there is no progress bar; warnings always.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    library_log = logging.getLogger("dropoutlab")
+    level_before = library_log.level
+    library_log.addHandler(handler)
+    library_log.setLevel(logging.WARNING if progress else logging.INFO)
+    try:
+        result = train(config, checkpoint_path=out / "checkpoint.pt", resume=args.resume,
+                       progress=progress)
+    finally:
+        library_log.removeHandler(handler)
+        library_log.setLevel(level_before)
+    write_outputs(result, out)
+    print(_table(result))
+    print(f"outputs in {out}")
+    return 0 if result.status == "done" else 1

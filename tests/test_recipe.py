@@ -1,0 +1,151 @@
+"""Tests for dropoutlab.recipe: schedules against hand-computed values, the update, max-norm."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dropoutlab.config import OptimConfig
+from dropoutlab.recipe import MomentumSGD, learning_rate, momentum, penalty
+
+
+class TestMomentum:
+    def test_linear_ramp_hand_values(self) -> None:
+        """Linear ramp 0.5 → 0.99 over 100 updates: 0.5, 0.745 halfway, 0.99 at and after 100."""
+        optim = OptimConfig(momentum_start=0.5, momentum_end=0.99, momentum_updates=100)
+        assert momentum(optim, 0) == pytest.approx(0.5)
+        assert momentum(optim, 50) == pytest.approx(0.745)
+        assert momentum(optim, 100) == pytest.approx(0.99)
+        assert momentum(optim, 10_000) == pytest.approx(0.99)
+
+    def test_exponential_ramp_hand_values(self) -> None:
+        """Exponential ramp: 1 − m halfway is the geometric mean 0.5·sqrt(0.02) of 0.5 and 0.01."""
+        optim = OptimConfig(momentum_start=0.5, momentum_end=0.99, momentum_updates=100,
+                            momentum_ramp="exponential")
+        assert momentum(optim, 0) == pytest.approx(0.5)
+        assert momentum(optim, 50) == pytest.approx(1 - 0.5 * math.sqrt(0.02))
+        assert momentum(optim, 100) == pytest.approx(0.99)
+        assert momentum(optim, 500) == pytest.approx(0.99)
+
+    def test_zero_length_ramp_is_constant(self) -> None:
+        """momentum_updates=0 means the final momentum from the first update."""
+        optim = OptimConfig(momentum_start=0.5, momentum_end=0.9, momentum_updates=0)
+        assert momentum(optim, 0) == pytest.approx(0.9)
+
+
+class TestLearningRate:
+    def test_constant(self) -> None:
+        """A constant schedule ignores step and epoch."""
+        optim = OptimConfig(lr=0.3, lr_schedule="constant")
+        assert learning_rate(optim, 12345, 17) == 0.3
+
+    def test_exponential_per_epoch(self) -> None:
+        """Exponential decay multiplies by lr_decay once per epoch: 1.0·0.9³ in epoch 3."""
+        optim = OptimConfig(lr=1.0, lr_schedule="exponential", lr_decay=0.9)
+        assert learning_rate(optim, 999, 0) == pytest.approx(1.0)
+        assert learning_rate(optim, 0, 3) == pytest.approx(0.729)
+
+    def test_inverse_t(self) -> None:
+        """deepnet's ε₀/(1 + t/t₀) with ε₀ = 1, t₀ = 10⁴: 0.5 at update 10⁴, 0.25 at 3·10⁴."""
+        optim = OptimConfig(lr=1.0, lr_schedule="inverse_t", lr_decay=10_000)
+        assert learning_rate(optim, 0, 0) == pytest.approx(1.0)
+        assert learning_rate(optim, 10_000, 5) == pytest.approx(0.5)
+        assert learning_rate(optim, 30_000, 9) == pytest.approx(0.25)
+
+
+def _one_weight_model(value: float) -> nn.Linear:
+    layer = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(value)
+    return layer
+
+
+class TestMomentumSGD:
+    @pytest.mark.parametrize("damped", [True, False])
+    def test_two_updates_hand_computed(self, damped: bool) -> None:
+        """Two steps on loss = w (gradient 1) match Δw = mΔw − (1−m)εg (damped) or mΔw − εg."""
+        model = _one_weight_model(1.0)
+        opt = MomentumSGD(model, damped=damped)
+        lr, m = 0.1, 0.9
+        expected_w, velocity = 1.0, 0.0
+        for _ in range(2):
+            opt.zero_grad()
+            model.weight.sum().backward()
+            opt.step(lr, m)
+            velocity = m * velocity - ((1 - m) if damped else 1.0) * lr * 1.0
+            expected_w += velocity
+        assert model.weight.item() == pytest.approx(expected_w, abs=1e-7)
+
+    def test_max_norm_applied_after_every_step(self) -> None:
+        """With a huge learning rate every row's norm is ≤ c right after each update."""
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+        opt = MomentumSGD(model, damped=False, max_norm=2.0)
+        x = torch.randn(64, 20)
+        for step in range(5):
+            opt.zero_grad()
+            (model(x) ** 2).sum().mul(-1.0).backward()  # pushes weights to grow without bound
+            opt.step(lr=10.0, m=0.5)
+            for layer in (model[0], model[2]):
+                norms = layer.weight.detach().norm(dim=1)
+                assert float(norms.max()) <= 2.0 + 1e-5, f"step {step}"
+
+    def test_bias_not_constrained(self) -> None:
+        """Max-norm leaves biases alone (§5.1 constrains incoming weight vectors only)."""
+        layer = nn.Linear(2, 1)
+        with torch.no_grad():
+            layer.bias.fill_(100.0)
+        opt = MomentumSGD(layer, max_norm=1.0)
+        opt.zero_grad()
+        layer(torch.zeros(1, 2)).sum().backward()
+        opt.step(lr=0.0, m=0.0)
+        assert layer.bias.item() == pytest.approx(100.0)
+
+    def test_state_round_trip(self) -> None:
+        """Velocities survive state_dict/load_state_dict exactly; a wrong length is rejected."""
+        model = _one_weight_model(1.0)
+        opt = MomentumSGD(model)
+        model.weight.sum().backward()
+        opt.step(0.5, 0.5)
+        other = MomentumSGD(_one_weight_model(1.0))
+        other.load_state_dict(opt.state_dict())
+        assert torch.equal(other.velocity[0], opt.velocity[0])
+        with pytest.raises(ValueError, match=r"velocity tensors"):
+            other.load_state_dict({"velocity": []})
+
+
+class TestPenalty:
+    def test_none_without_penalties(self) -> None:
+        """No coefficient set → no penalty term at all."""
+        assert penalty(nn.Linear(2, 2), OptimConfig(), epoch=0) is None
+
+    def test_l2_value(self) -> None:
+        """L2 term is l2·Σw² over weights (biases excluded)."""
+        layer = nn.Linear(2, 1)
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([[1.0, 2.0]]))
+            layer.bias.fill_(10.0)
+        value = penalty(layer, OptimConfig(l2=0.5), epoch=0)
+        assert value is not None and value.item() == pytest.approx(2.5)
+
+    def test_l1_only_from_its_epoch(self) -> None:
+        """Table 9's 'L1 towards the end': absent before l1_from_epoch, present from it on."""
+        layer = nn.Linear(2, 1)
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        optim = OptimConfig(l1=1.0, l1_from_epoch=3)
+        assert penalty(layer, optim, epoch=2) is None
+        value = penalty(layer, optim, epoch=3)
+        assert value is not None and value.item() == pytest.approx(3.0)
+
+    def test_kl_sparsity_uses_hidden_activations(self) -> None:
+        """KL-sparsity is zero when every unit's mean activation equals the target ρ."""
+        optim = OptimConfig(kl_sparsity=1.0, kl_target=0.1)
+        hidden = [torch.full((8, 4), 0.1)]
+        value = penalty(nn.Linear(2, 2), optim, epoch=0, hidden=hidden)
+        assert value is not None and value.item() == pytest.approx(0.0, abs=1e-6)
+        busy = penalty(nn.Linear(2, 2), optim, epoch=0, hidden=[torch.full((8, 4), 0.5)])
+        assert busy is not None and busy.item() > 0.1
