@@ -107,10 +107,12 @@ static void advise_huge(void *ptr, int64_t nbytes) {
 #endif
 }
 
+/* Threads worth waking for n elements: one per 8 blocks (32768 elements, torch's grain size;
+ * a few microseconds of work), at most nthreads. */
 static int threads_for(int64_t n, int nthreads) {
-    int64_t blocks = (n + BLOCK - 1) / BLOCK;
-    if (nthreads < 1 || blocks < 4) return 1;
-    return blocks < nthreads ? (int)blocks : nthreads;
+    int64_t useful = n / (8 * BLOCK);
+    if (nthreads < 1 || useful < 2) return 1;
+    return useful < nthreads ? (int)useful : nthreads;
 }
 
 /* One block of len <= BLOCK elements starting at x, y, using words c0, c0 + 1, ...
