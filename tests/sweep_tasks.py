@@ -91,3 +91,9 @@ def fake_flaky(config: RunConfig, *, checkpoint_path: Path | None = None,
         _log("start", config)
         raise OSError("transient failure")
     return fake_train(config, checkpoint_path=checkpoint_path, resume=resume)
+
+
+def fake_die(config: RunConfig, *, checkpoint_path: Path | None = None,
+             resume: bool = False) -> dict[str, Any]:
+    """The worker process dies mid-run (as under the OOM killer)."""
+    os._exit(9)
