@@ -23,6 +23,7 @@ from dropoutlab import backend, kernels
 
 
 def _seeds() -> list[int]:
+    """Seeds from ``DROPOUTLAB_TEST_SEED``: ``all`` (0..99), a comma list, or 42."""
     raw = os.environ.get("DROPOUTLAB_TEST_SEED", "42")
     if raw == "all":
         return list(range(100))
@@ -30,6 +31,7 @@ def _seeds() -> list[int]:
 
 
 def _backends() -> list[str]:
+    """``torch``, plus ``native`` when the native kernels are built on this machine."""
     names = ["torch"]
     if kernels.available():
         names.append("native")

@@ -318,7 +318,7 @@ class TestModesAndMemory:
         message = re.escape(f"`samples` must be an integer >= 1, got samples={bad!r}")
         for fn in (inference.mc_predict, inference.sample_probabilities):
             with pytest.raises(ValueError, match=message):
-                fn(mlp(), inputs(), bad)  # type: ignore[operator]
+                fn(mlp(), inputs(), bad)  # type: ignore[arg-type]
 
     @pytest.mark.parametrize("bad", [torch.zeros(0, 6), torch.tensor(1.0), [[1.0] * 6]])
     def test_inputs_without_rows_raise(self, bad: object) -> None:

@@ -60,7 +60,7 @@ class TestDropout:
         """``Dropout(0.3)`` works; ``scale`` cannot be passed positionally."""
         assert dl.Dropout(0.3).p == 0.3
         with pytest.raises(TypeError):
-            dl.Dropout(0.3, "test")  # type: ignore[misc]
+            dl.Dropout(0.3, "test")  # type: ignore[call-arg]
 
     @pytest.mark.parametrize("scale", ["train", "test"])
     def test_forward_is_the_functional(self, dropout_backend: str, scale: str) -> None:
