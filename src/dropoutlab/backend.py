@@ -7,7 +7,8 @@ the implementation:
 * ``"torch"``: the reference path, built from ``torch.bernoulli_``/``normal_`` (and torch's fused
   kernel on CUDA when no generator is given). Always available.
 * ``"native"``: the fast CPU path in :mod:`dropoutlab.kernels` (counter-based random numbers,
-  multi-threaded, 1-bit or regenerated masks). Used only for CPU tensors of supported dtypes.
+  multi-threaded, masks regenerated from a seed in backward so nothing is saved). Used only for
+  float32/float64 CPU tensors (:func:`dropoutlab.kernels.supports`); others take the torch path.
 * ``"auto"`` (default): native where it is available and applies, torch otherwise.
 
 Choose with the environment variable ``DROPOUTLAB_BACKEND`` or :func:`set_backend` /
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from dropoutlab import kernels
 
 BACKENDS = ("auto", "torch", "native")
 _ENV_VAR = "DROPOUTLAB_BACKEND"
@@ -66,8 +69,6 @@ def _native_applies(x: torch.Tensor) -> bool:
     """Whether the native kernels should handle ``x`` under the selected backend."""
     if _selected == "torch" or x.device.type != "cpu":
         return False
-    from dropoutlab import kernels
-
     if _selected == "native":
         kernels.require()  # raises with the reason if the kernels cannot be built
         return kernels.supports(x)
@@ -79,8 +80,6 @@ def dropout(
 ) -> torch.Tensor:
     """Training-mode Bernoulli dropout with drop probability ``0 < p < 1``; kept units × factor."""
     if _native_applies(x):
-        from dropoutlab import kernels
-
         return kernels.dropout(x, p, factor, generator)
     return reference_dropout(x, p, factor, generator)
 
@@ -90,8 +89,6 @@ def gaussian_dropout(
 ) -> torch.Tensor:
     """Training-mode multiplicative Gaussian noise N(1, sigma²) (Srivastava et al. 2014, §10)."""
     if _native_applies(x):
-        from dropoutlab import kernels
-
         return kernels.gaussian_dropout(x, sigma, generator)
     return reference_gaussian_dropout(x, sigma, generator)
 
