@@ -95,6 +95,14 @@ class TestTrain:
         result = train(config, progress=False)
         assert result.status == "done" and result.epochs == 3
 
+    def test_progress_bar_runs(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """progress=True draws a bar on stderr (not stdout) and changes no number."""
+        with_bar = train(tiny(epochs=1), progress=True)
+        captured = capsys.readouterr()
+        assert captured.out == "" and "epoch 1/1" in captured.err
+        plain = train(tiny(epochs=1), progress=False)
+        assert _without_seconds(with_bar.history) == _without_seconds(plain.history)
+
     def test_eval_test_every(self) -> None:
         """Test error is evaluated every k epochs and always in the last one."""
         result = train(tiny(epochs=3, eval_test_every=2), progress=False)

@@ -59,7 +59,9 @@ class RunResult:
 
     Attributes:
         config: The resolved run config.
-        status: ``"done"``, ``"diverged"`` (non-finite loss) or ``"interrupted"``.
+        status: ``"done"`` or ``"diverged"`` (non-finite loss). :func:`train` raises
+            ``KeyboardInterrupt`` when stopped, so ``"interrupted"`` is only written by callers
+            that record a stopped run (its checkpoint holds the partial history).
         test_error, val_error, train_error: Final errors in percent (reconstruction MSE for the
             autoencoder) of the weight-scaled network; ``val_error`` is None without a
             validation split; all are None when the run diverged.
