@@ -125,8 +125,8 @@ class TestTrain:
 
 
 class TestResume:
-    def _interrupt_at(self, monkeypatch: pytest.MonkeyPatch, update: int) -> None:
-        """Send ourselves SIGINT right after optimiser update number ``update``."""
+    def _interrupt_at(self, monkeypatch: pytest.MonkeyPatch, update: int, signum: int) -> None:
+        """Send ourselves ``signum`` right after optimiser update number ``update``."""
         original = recipe.MomentumSGD.step
         calls = {"n": 0}
 
@@ -134,19 +134,20 @@ class TestResume:
             original(self, lr, m)
             calls["n"] += 1
             if calls["n"] == update:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signum)
 
         monkeypatch.setattr(recipe.MomentumSGD, "step", step)
 
-    @pytest.mark.parametrize("update", [35, 50])  # mid-epoch, and mid-epoch of epoch 2
-    def test_resume_equals_uninterrupted(self, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch, update: int) -> None:
-        """SIGINT writes a checkpoint and raises; --resume ends bitwise equal to a clean run."""
+    # Update 35 is the end of epoch 1 (35 batches of 32); update 50 is mid-epoch 2.
+    @pytest.mark.parametrize("update, signum", [(35, signal.SIGINT), (50, signal.SIGTERM)])
+    def test_resume_equals_uninterrupted(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         update: int, signum: int) -> None:
+        """A signal writes a checkpoint and raises; resuming ends bitwise equal to a clean run."""
         config = tiny(seed=3)
         clean = train(config, progress=False, keep_model=True)
         path = tmp_path / "ckpt.pt"
         with monkeypatch.context() as patch:
-            self._interrupt_at(patch, update)
+            self._interrupt_at(patch, update, signum)
             with pytest.raises(KeyboardInterrupt):
                 train(config, checkpoint_path=path, progress=False)
         state = load_checkpoint(path)
@@ -245,6 +246,14 @@ class TestDiagnose:
     def test_no_onset_for_noise(self) -> None:
         """A wobble within 1% of the minimum is not overfitting."""
         assert diagnose(_history([1.0, 0.7, 0.702, 0.701, 0.703]))["overfitting_onset"] is None
+
+    def test_no_onset_when_loss_comes_back(self) -> None:
+        """A rise that falls back to within 1% of the minimum is not 'for good'."""
+        assert diagnose(_history([1.0, 0.5, 0.9, 0.502, 0.9]))["overfitting_onset"] is None
+
+    def test_no_onset_for_a_last_epoch_blip(self) -> None:
+        """One high epoch at the very end is not enough evidence."""
+        assert diagnose(_history([1.0, 0.8, 0.7, 0.9]))["overfitting_onset"] is None
 
     def test_no_validation(self) -> None:
         """Without validation numbers both are None."""

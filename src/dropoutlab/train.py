@@ -18,7 +18,7 @@ autoencoder every ``*_error`` is the mean squared reconstruction error per pixel
 
 Diagnosis (:func:`diagnose`): ``best_epoch`` has the lowest validation error;
 ``overfitting_onset`` is the first epoch after the validation-loss minimum, provided the loss
-then stays up (the mean of the last three epochs is more than 1% above the minimum), else None;
+stays more than 1% above that minimum in every later epoch (at least two of them), else None;
 ``generalization_gap`` is final validation (or, without validation, test) error minus the
 final training error.
 """
@@ -50,6 +50,7 @@ __all__ = ["RunResult", "diagnose", "evaluate", "make_generators", "run_task", "
 log = logging.getLogger(__name__)
 
 _RISE_TOLERANCE = 0.01  # relative rise of validation loss that counts as overfitting
+_RISE_EPOCHS = 2  # ... sustained for at least this many epochs after the minimum
 _EVAL_BATCH = 8192  # rows per evaluation pass: big batches, bounded memory
 
 
@@ -171,12 +172,11 @@ def diagnose(history: list[dict[str, Any]]) -> dict[str, int | None]:
         return {"best_epoch": None, "overfitting_onset": None}
     best = min(rows, key=lambda r: (r["val_error"], r["epoch"]))
     low = min(rows, key=lambda r: (r["val_loss"], r["epoch"]))
-    after = [r for r in rows if r["epoch"] > low["epoch"]]
+    after = [float(r["val_loss"]) for r in rows if r["epoch"] > low["epoch"]]
+    bar = (1.0 + _RISE_TOLERANCE) * float(low["val_loss"])
     onset = None
-    if after:
-        tail = [float(r["val_loss"]) for r in rows[-3:] if r["epoch"] > low["epoch"]]
-        if sum(tail) / len(tail) > (1.0 + _RISE_TOLERANCE) * float(low["val_loss"]):
-            onset = int(after[0]["epoch"])
+    if len(after) >= _RISE_EPOCHS and all(loss > bar for loss in after):
+        onset = int(low["epoch"]) + 1
     return {"best_epoch": int(best["epoch"]), "overfitting_onset": onset}
 
 

