@@ -110,7 +110,8 @@ table { border-collapse:collapse; font-size:.92rem; font-variant-numeric:tabular
 th, td { padding:5px 12px; border-bottom:1px solid var(--line); text-align:left;
   vertical-align:top; }
 th { background:var(--soft); font-weight:600; }
-td.num { text-align:right; white-space:nowrap; }
+td.num, td:first-child { white-space:nowrap; }
+td.num { text-align:right; }
 th.num { text-align:right; }
 tbody tr:nth-child(even) td { background:#fafbfc; }
 .caption, .files { font-size:.9rem; color:var(--muted); margin:4px 0 0; }
@@ -157,10 +158,17 @@ def _numeric_columns(rows: Sequence[Sequence[Any]], width: int) -> list[bool]:
 
 
 def _seeds_text(meta: ReportMeta) -> str:
+    """``"3 per configuration (the budget's default): seeds 0, 1, 2"``."""
+    counts = sorted({len(info.seeds) for info in meta.experiments.values() if info.seeds})
     used = sorted({seed for info in meta.experiments.values() for seed in info.seeds})
-    asked = f"{meta.seeds} per configuration" if meta.seeds else \
-        "the budget's default number per configuration"
-    return _e(asked + (f" (seeds used: {', '.join(map(str, used))})" if used else ""))
+    if meta.seeds:
+        text = f"{meta.seeds} per configuration"
+    elif counts:
+        number = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        text = f"{number} per configuration (the budget's default)"
+    else:
+        text = "the budget's default per configuration"
+    return _e(text + (f": seeds {', '.join(map(str, used))}" if used else ""))
 
 
 def _header(meta: ReportMeta, experiments: Sequence[ExperimentFiles],
@@ -193,8 +201,8 @@ def _header(meta: ReportMeta, experiments: Sequence[ExperimentFiles],
         rows.append(("Command", f"<code>{_e(meta.command)}</code>"))
     times = []
     if meta.wall_seconds is not None:
-        times.append(_e(f"{format_seconds(meta.wall_seconds)} wall in all (runs, analyses, "
-                        f"report)"))
+        what = "to rebuild this report" if meta.rebuilt else "wall in all (runs, analyses, report)"
+        times.append(_e(f"{format_seconds(meta.wall_seconds)} {what}"))
     for item in experiments:
         name = item.analysis.experiment
         info = meta.experiments.get(name)
