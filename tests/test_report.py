@@ -29,6 +29,7 @@ from dropoutlab.experiments.base import (
     Table,
 )
 from dropoutlab.report import (
+    ReportError,
     ReportMeta,
     Skipped,
     collect_meta,
@@ -345,6 +346,14 @@ class TestWriteReport:
         with pytest.raises(ValueError, match="file stem"):
             write_report([Analysis("a", "A", "r", tables=[Table(name, "T", ("c",), ())])],
                          tmp_path, make_meta())
+
+    def test_out_dir_is_a_file(self, tmp_path: Path) -> None:
+        """A report folder that is a file is refused with its name, and the file is kept."""
+        target = tmp_path / "file.txt"
+        target.write_text("keep me")
+        with pytest.raises(ReportError, match=r"`out_dir` must be a folder, but .*file\.txt"):
+            write_report([], target, make_meta())
+        assert target.read_text() == "keep me"
 
     def test_duplicate_names_rejected(self, tmp_path: Path) -> None:
         """Two tables of one experiment cannot share a file name."""

@@ -35,6 +35,7 @@ from dropoutlab.config import DataConfig, RunConfig, with_changes
 from dropoutlab.errors import DataError, DropoutlabError, StoreError
 from dropoutlab.experiments import Analysis, Figure, Finding, PaperValue, Table
 from dropoutlab.jobs import Job
+from dropoutlab.report import ReportError
 from dropoutlab.reproduce import (
     Outcome,
     SweepOptions,
@@ -290,6 +291,15 @@ class TestReproduceFakes:
                           out_dir=root / "q", echo=lambda line: None)
         assert outcome.analyses == []
         assert outcome.index.is_file()
+
+    def test_out_dir_checked_before_training(self, fakes: None, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+        """A report folder that is a file is refused before any run starts."""
+        monkeypatch.setattr(sweep_module, "run_sweep", lambda *a, **k: pytest.fail("ran"))
+        (tmp_path / "file").write_text("")
+        with pytest.raises(ReportError, match="is a file"):
+            reproduce("fake-dropout", budget="smoke", out_dir=tmp_path / "file" / "report",
+                      sweep=SweepOptions(store=tmp_path / "s.sqlite"))
 
     def test_rebuild_without_store(self, tmp_path: Path) -> None:
         """A store that does not exist is an error, and nothing is created."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dropoutlab.config import with_changes
 from dropoutlab.errors import DataError, DropoutlabError, StoreError
 from dropoutlab.report import (
+    ReportError,
     ReportMeta,
     Skipped,
     collect_meta,
@@ -194,6 +195,15 @@ def default_out_dir(store: Path, name: str, budget: str) -> Path:
     return Path(store).parent / "reports" / f"{name}-{budget}"
 
 
+def _out_dir(out_dir: str | Path | None, store: Path, name: str, budget: str) -> Path:
+    """The report folder, refused early when it names an existing file."""
+    out = Path(out_dir) if out_dir is not None else default_out_dir(store, name, budget)
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ReportError(f"`out_dir` must be a folder, but {str(folder)!r} is a file")
+    return out
+
+
 def _describe_data(dataset: str, data_dir: str | None) -> str:
     if dataset == "digits":
         return "scikit-learn's bundled 8×8 digits"
@@ -261,6 +271,7 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
     sweep = sweep or SweepOptions()
     plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
                           data_dir=data_dir, strict=name != "all")
+    out = _out_dir(out_dir, sweep.store, name, budget)  # checked before hours of training
     from dropoutlab.store import Store
     from dropoutlab.sweep import run_sweep
 
@@ -279,7 +290,6 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
         with Store.open_readonly(sweep.store) as db:
             for item in plans:
                 _analyze_stored(item, db, outcome, since=sweep_started)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(sweep.store, name, budget)
     meta.wall_seconds = time.perf_counter() - started
     outcome.index = write_report(outcome.analyses, out, meta, skipped=skipped)
     return outcome
@@ -328,6 +338,7 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
                          f"first (or pass --store)")
     plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
                           data_dir=data_dir, strict=False)
+    out = _out_dir(out_dir, store, name, budget)
     use_agg()
     meta = collect_meta(budget, seeds=seeds, command=command, rebuilt=True)
     outcome = Outcome(index=Path(), skipped=skipped, meta=meta)
@@ -352,7 +363,6 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
             if analysis is not None:
                 outcome.analyses.append(analysis)
             meta_from_records(meta, exp.name, records)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(store, name, budget)
     meta.wall_seconds = time.perf_counter() - started
     outcome.index = write_report(outcome.analyses, out, meta, skipped=skipped)
     return outcome

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
+from dropoutlab.errors import DropoutlabError
 from dropoutlab.experiments.base import Analysis
 from dropoutlab.report.figures import save_figure, use_agg
 from dropoutlab.report.header import (
@@ -32,6 +33,7 @@ from dropoutlab.report.tables import findings_text, format_cell, write_table
 
 __all__ = [
     "ExperimentMeta",
+    "ReportError",
     "ReportMeta",
     "Skipped",
     "collect_meta",
@@ -42,6 +44,10 @@ __all__ = [
     "use_agg",
     "write_report",
 ]
+
+class ReportError(DropoutlabError):
+    """The report folder cannot be written; the message names it."""
+
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -81,9 +87,17 @@ def write_report(analyses: Sequence[Analysis], out_dir: str | Path, meta: Report
 
     Raises:
         ValueError: an experiment, table or figure name is not a safe file stem or is repeated.
+        ReportError: ``out_dir`` is a file or cannot be created.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ReportError(f"`out_dir` must be a folder, but {str(out)!r} (or a parent) is a "
+                          f"file") from None
+    except PermissionError:
+        raise ReportError(f"`out_dir` {str(out)!r} cannot be created: permission denied"
+                          ) from None
     use_agg()
     experiment_names: set[str] = set()
     written: list[ExperimentFiles] = []
