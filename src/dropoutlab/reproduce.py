@@ -285,8 +285,10 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
     if jobs:
         grids = ", ".join(f"{item.experiment.name} ({len(item.jobs)})" for item in plans)
         say(f"budget {budget}: {len({job.key for job in jobs})} runs for {grids}")
-        outcome.summary = run_sweep(jobs, **sweep.sweep_kwargs())  # logs its own summary
+        outcome.summary = run_sweep(jobs, **sweep.sweep_kwargs())
         outcome.stopped = outcome.summary.stopped
+        for line in outcome.summary.lines():
+            say(line)
         with Store.open_readonly(sweep.store) as db:
             for item in plans:
                 _analyze_stored(item, db, outcome, since=sweep_started)
