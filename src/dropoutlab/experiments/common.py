@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -142,7 +143,8 @@ def base_config(budget: str) -> RunConfig:
 def make_job(experiment: str, label: str, config: RunConfig, seed: int,
              task: str = TRAIN_TASK) -> Job:
     """The job that runs ``config`` with ``seed``, named ``"<label> seed=<seed>"``."""
-    return Job(experiment, f"{label} seed={seed}", with_changes(config, {"seed": seed}), task)
+    seeded = dataclasses.replace(config, seed=seed)  # validated by RunConfig.__post_init__
+    return Job(experiment, f"{label} seed={seed}", seeded, task)
 
 
 # --------------------------------------------------------------------------- records

@@ -130,11 +130,11 @@ class ConvNets:
                                        "optim.momentum_updates": 10_000})
         elif budget == "quick":
             base = with_changes(base, {"optim.lr": 0.05})
-        return [make_job(self.name, f"{dataset} {variant}",
-                         variant_config(with_changes(base, {"data.dataset": dataset}), variant),
-                         seed)
-                for seed in seed_list(budget, seeds)
-                for dataset in find_datasets(data_dir) for variant in VARIANTS]
+        configs = {f"{dataset} {variant}":
+                   variant_config(with_changes(base, {"data.dataset": dataset}), variant)
+                   for dataset in find_datasets(data_dir) for variant in VARIANTS}
+        return [make_job(self.name, label, config, seed)
+                for seed in seed_list(budget, seeds) for label, config in configs.items()]
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Tables 3–4 beside the paper, per data set, with the ordering finding."""

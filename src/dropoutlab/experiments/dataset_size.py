@@ -84,14 +84,13 @@ class DatasetSize:
         divisor, sizes, _, _ = _SCALE[budget]
         base = with_changes(base_config(budget), {
             "model.hidden": tuple(max(16, w // divisor) for w in PAPER_WIDTHS)})
-        jobs = []
-        for seed in seed_list(budget, seeds):
-            for size in sizes:
-                sized = with_changes(base, {"data.train_size": size, **schedule(budget, size)})
-                for variant in VARIANTS:
-                    jobs.append(make_job(self.name, f"{variant} N={size}",
-                                         self._variant_config(sized, variant), seed))
-        return jobs
+        grid = {}
+        for size in sizes:
+            sized = with_changes(base, {"data.train_size": size, **schedule(budget, size)})
+            for variant in VARIANTS:
+                grid[f"{variant} N={size}"] = self._variant_config(sized, variant)
+        return [make_job(self.name, label, config, seed)
+                for seed in seed_list(budget, seeds) for label, config in grid.items()]
 
     @staticmethod
     def _variant_config(base: RunConfig, variant: str) -> RunConfig:

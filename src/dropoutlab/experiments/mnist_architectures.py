@@ -90,8 +90,9 @@ class MnistArchitectures:
         check_budget(budget)
         divisor, changes = _SCALE[budget]
         base = with_changes(base_config(budget), changes)
-        return [make_job(self.name, label, row_config(base, label, divisor), seed)
-                for seed in seed_list(budget, seeds) for label in ROWS]
+        configs = {label: row_config(base, label, divisor) for label in ROWS}
+        return [make_job(self.name, label, config, seed)
+                for seed in seed_list(budget, seeds) for label, config in configs.items()]
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Table 2 beside the paper, a bar chart, and the four findings."""

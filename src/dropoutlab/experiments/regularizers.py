@@ -130,10 +130,10 @@ class Regularizers:
         divisor, changes = _SCALE[budget]
         base = with_changes(base_config(budget), {
             **changes, "model.hidden": tuple(max(16, w // divisor) for w in PAPER_WIDTHS)})
-        return [make_job(self.name, _label(method, value), method_config(base, method, value),
-                         seed)
-                for seed in seed_list(budget, seeds)
-                for method, (_, grid) in _GRIDS.items() for value in grid[budget]]
+        configs = {_label(method, value): method_config(base, method, value)
+                   for method, (_, grid) in _GRIDS.items() for value in grid[budget]}
+        return [make_job(self.name, label, config, seed)
+                for seed in seed_list(budget, seeds) for label, config in configs.items()]
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Selected grid point per method, Table 9 beside the paper, and the two findings."""

@@ -91,13 +91,10 @@ class RetentionRate:
         check_budget(budget)
         divisor, retentions, changes = _SCALE[budget]
         base = with_changes(base_config(budget), {**changes, "model.drop_input": 0.0})
-        jobs = []
-        for seed in seed_list(budget, seeds):
-            for mode in MODES:
-                for p in retentions:
-                    config = self._config(base, mode, p, divisor)
-                    jobs.append(make_job(self.name, f"{mode} p={p:g}", config, seed))
-        return jobs
+        grid = {f"{mode} p={p:g}": self._config(base, mode, p, divisor)
+                for mode in MODES for p in retentions}
+        return [make_job(self.name, label, config, seed)
+                for seed in seed_list(budget, seeds) for label, config in grid.items()]
 
     @staticmethod
     def _config(base: RunConfig, mode: str, p: float, divisor: int) -> RunConfig:

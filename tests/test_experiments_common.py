@@ -1,0 +1,155 @@
+"""Tests for the experiments' shared helpers: statistics, verdict rules, record access, figures.
+
+Oracle tests against hand-computed numbers: the mean ± sample std, the "within noise" bound,
+orderings that must be detected as violated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from dropoutlab.experiments.common import (
+    Stat,
+    beats,
+    diff_cell,
+    finished,
+    label_of,
+    mean_curve,
+    metric,
+    noise_bound,
+    ordering_finding,
+    stat_of,
+    status_note,
+    within_noise,
+)
+from dropoutlab.experiments.paper_numbers import TABLE2, TABLE4, TABLE9, TABLE10_STD
+
+
+@dataclass
+class Rec:
+    """A minimal stand-in for a store RunRecord (only the fields analyses read)."""
+
+    status: str = "done"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class TestStat:
+    def test_mean_and_sample_std(self) -> None:
+        """stat_of gives the mean and the n − 1 standard deviation."""
+        s = stat_of([1.0, 2.0, 3.0])
+        assert (s.mean, s.n) == (2.0, 3)
+        assert s.std == pytest.approx(1.0)
+        assert str(s) == "2.00 ± 1.00 (n=3)"
+
+    def test_single_and_empty(self) -> None:
+        """One value has std 0; no values give NaN and n = 0."""
+        assert stat_of([4.0]) == Stat(4.0, 0.0, 1)
+        empty = stat_of([])
+        assert empty.n == 0 and math.isnan(empty.mean)
+
+    def test_scaled(self) -> None:
+        """scaled() converts units (fractions to percent) without changing n."""
+        assert stat_of([0.01, 0.03]).scaled(100).mean == pytest.approx(2.0)
+
+
+class TestRules:
+    def test_beats_is_lower_mean(self) -> None:
+        """'A beats B' means a lower mean error; no runs never beat anything."""
+        assert beats(Stat(1.0, 0.5, 3), Stat(1.1, 0.0, 3))
+        assert not beats(Stat(1.1, 0.0, 3), Stat(1.0, 0.5, 3))
+        assert not beats(Stat(math.nan, math.nan, 0), Stat(1.0, 0.1, 3))
+
+    def test_within_noise_bound(self) -> None:
+        """|Δ| ≤ 2·sqrt(σa²/na + σb²/nb): 2·sqrt(0.03 + 0.03) ≈ 0.49 for σ = 0.3, n = 3."""
+        a, b = Stat(1.00, 0.3, 3), Stat(1.45, 0.3, 3)
+        assert noise_bound(a, b) == pytest.approx(2 * math.sqrt(0.06))
+        assert within_noise(a, b) is True
+        assert within_noise(a, Stat(1.55, 0.3, 3)) is False
+
+    def test_within_noise_needs_two_seeds(self) -> None:
+        """With one seed the noise is unknown: the rule answers None, not True."""
+        assert within_noise(Stat(1.0, 0.0, 1), Stat(1.0, 0.1, 3)) is None
+
+    def test_ordering_violation_detected(self) -> None:
+        """An ordering with one adjacent pair out of order fails and names the pair."""
+        finding = ordering_finding("a < b < c", [("a", Stat(1.0, 0.1, 3)),
+                                                 ("b", Stat(0.9, 0.1, 3)),
+                                                 ("c", Stat(2.0, 0.1, 3))])
+        assert finding.holds is False
+        assert "a 1.00 ± 0.10 ≥ b 0.90 ± 0.10" in finding.evidence
+
+    def test_ordering_holds_and_quotes_numbers(self) -> None:
+        """A correct ordering holds and its evidence quotes every mean."""
+        finding = ordering_finding("a < b", [("a", Stat(1.0, 0.1, 3)), ("b", Stat(1.2, 0.1, 3))])
+        assert finding.holds is True
+        assert "1.00" in finding.evidence and "1.20" in finding.evidence
+
+    def test_ordering_without_runs_is_undecided(self) -> None:
+        """A group with no runs leaves the finding undecided (None)."""
+        finding = ordering_finding("a < b", [("a", Stat(1.0, 0.1, 3)),
+                                             ("b", Stat(math.nan, math.nan, 0))])
+        assert finding.holds is None and "b" in finding.evidence
+
+    def test_diff_cell_keeps_uncertain_mark(self) -> None:
+        """The difference column is ours − paper and keeps the paper's (?) mark."""
+        ours = Stat(1.10, 0.05, 3)
+        assert diff_cell(ours, TABLE2["dropout ReLU 3×1024"]) == "-0.15"
+        assert diff_cell(ours, TABLE2["dropout + max-norm ReLU 3×2048"]) == "+0.06 (?)"
+        assert diff_cell(Stat(math.nan, math.nan, 0), TABLE2["dropout ReLU 3×1024"]) is None
+
+
+class TestRecords:
+    def test_finished_and_status_note(self) -> None:
+        """Only 'done' runs enter statistics; the note counts the others by status."""
+        records = [Rec(), Rec(status="diverged"), Rec(status="failed"), Rec()]
+        assert len(finished(records)) == 2
+        assert status_note(records) == ("left out of the statistics: 1 diverged, 1 failed "
+                                        "run(s) of 4")
+        assert status_note([Rec()]) is None
+
+    def test_label_of_strips_seed(self) -> None:
+        """The label is the experiment's job name without ' seed=N'; others are ignored."""
+        record = Rec(names={"a": "dropout N=100 seed=2", "b": "other seed=0"})
+        assert label_of(record, "a") == "dropout N=100"
+        assert label_of(record, "a", valid=["x"]) is None
+        assert label_of(Rec(), "a") is None
+
+    def test_metric_skips_missing_and_nonfinite(self) -> None:
+        """metric() reads metrics then extras and returns None for absent or NaN values."""
+        record = Rec(metrics={"test_error": 1.5, "bad": float("nan")}, extras={"ws_error": 2})
+        assert metric(record, "test_error") == 1.5
+        assert metric(record, "ws_error") == 2.0
+        assert metric(record, "bad") is None and metric(record, "absent") is None
+
+    def test_mean_curve_over_common_epochs(self) -> None:
+        """Per-epoch mean/std over runs, only for epochs every run reached."""
+        a = Rec(history=[{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5}])
+        b = Rec(history=[{"epoch": 1, "val_loss": 3.0}])
+        epochs, means, stds = mean_curve([a, b], "val_loss")
+        assert epochs == [1] and means == [2.0]
+        assert stds[0] == pytest.approx(math.sqrt(2.0))
+
+
+class TestPaperNumbers:
+    def test_uncertain_marks_follow_shared_paper(self) -> None:
+        """The (?) values of shared/paper.md are exactly the ones marked uncertain."""
+        assert TABLE2["dropout + max-norm ReLU 3×2048"].uncertain
+        assert str(TABLE2["dropout + max-norm ReLU 3×2048"]) == "1.04 (?)"
+        assert not TABLE2["dropout + max-norm ReLU 2×8192"].uncertain
+        assert TABLE4[("cifar100", "dropout in fc layers")].uncertain
+        assert TABLE10_STD["MNIST 2×1024 Gaussian"].uncertain
+        assert not any(v.uncertain for v in TABLE9.values())
+
+    def test_table_values(self) -> None:
+        """Spot checks of printed values (Tables 2, 9, 4)."""
+        assert TABLE2["dropout + max-norm ReLU 2×8192"].value == 0.95
+        assert TABLE9["dropout + max-norm"].value == 1.05
+        assert TABLE4[("cifar10", "dropout in all layers")].value == 12.61
