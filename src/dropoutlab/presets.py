@@ -15,18 +15,22 @@ from dropoutlab.errors import ConfigError
 __all__ = ["PRESETS", "get_preset", "mnist_dropout_maxnorm", "mnist_no_dropout", "smoke"]
 
 RETAIN_INPUT = 0.8  # Srivastava 2014 §A.4: retain 0.8 of real-valued inputs
-RETAIN_HIDDEN = 0.5  # §A.4: retain 0.5 of hidden units
+RETAIN_HIDDEN = 0.7  # §A.4: retain 0.5-0.8 of hidden units; 0.7 converges within the budget
 
 
 def mnist_dropout_maxnorm() -> RunConfig:
-    """Dropout + max-norm ReLU MLP on real MNIST, sized for ≤ 15 minutes on a 2-core CPU.
+    """Dropout + max-norm ReLU MLP on real MNIST, sized for ~15 minutes on a 2-core CPU.
 
-    The paper's recipe (§5.1, Table 2) scaled to the budget: 784-1024-1024-10 ReLU, retention
-    0.8 input / 0.5 hidden, max-norm c = 3.5, damped momentum 0.5 → 0.99 over 10⁴ updates,
-    learning rate 1.0 decaying ×0.96 per epoch, batch 100.
+    The paper's recipe (§5.1, Table 2) scaled to the budget: 784-1024-1024-10 ReLU units,
+    retention 0.8 for inputs and 0.7 for hidden units (inside §A.4's 0.5–0.8; at 0.5 the net
+    converges too slowly for an 80-epoch budget), max-norm c = 3.5, damped momentum
+    0.5 → 0.99 over 5,000 updates, learning rate 1.0 decaying ×0.95 per epoch (He-normal
+    init: 3.0 kills units in the first epoch), batch 100, 80 epochs, and the paper's final
+    protocol of training on train + validation (the validation split tuned it).
     """
     return with_changes(RunConfig(), {
         "data.dataset": "mnist",
+        "data.merge_validation": True,
         "model.hidden": (1024, 1024),
         "model.activation": "relu",
         "model.dropout": "bernoulli",
@@ -36,19 +40,21 @@ def mnist_dropout_maxnorm() -> RunConfig:
         "optim.batch_size": 100,
         "optim.lr": 1.0,
         "optim.lr_schedule": "exponential",
-        "optim.lr_decay": 0.96,
+        "optim.lr_decay": 0.95,
         "optim.momentum_start": 0.5,
         "optim.momentum_end": 0.99,
-        "optim.momentum_updates": 10_000,
+        "optim.momentum_updates": 5_000,
         "optim.damped_momentum": True,
         "optim.max_norm": 3.5,
-        "epochs": 100,
+        "epochs": 80,
     })
 
 
 def mnist_no_dropout() -> RunConfig:
-    """The same net and budget without dropout or max-norm: the overfitting baseline."""
+    """The same net and budget without dropout or max-norm, on the 50k/10k split so the
+    validation curve shows the overfitting (§1, Figure 1's motivation)."""
     return with_changes(mnist_dropout_maxnorm(), {
+        "data.merge_validation": False,
         "model.dropout": "none",
         "model.drop_input": 0.0,
         "model.drop_hidden": 0.0,
