@@ -29,7 +29,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -45,13 +45,47 @@ from dropoutlab.checkpoint import CheckpointError, StopRequest, load_checkpoint,
 from dropoutlab.config import RunConfig, config_hash
 from dropoutlab.models import build_model, set_dropout_generator
 
-__all__ = ["RunResult", "diagnose", "evaluate", "make_generators", "run_task", "train"]
+__all__ = ["RunResult", "diagnose", "evaluate", "make_generators", "report_epoch", "run_task",
+           "set_epoch_listener", "train"]
 
 log = logging.getLogger(__name__)
 
 _RISE_TOLERANCE = 0.01  # relative rise of validation loss that counts as overfitting
 _RISE_EPOCHS = 2  # ... sustained for at least this many epochs after the minimum
 _EVAL_BATCH = 8192  # rows per evaluation pass: big batches, bounded memory
+
+# -- epoch hook (for the sweep engine's progress; one listener per process) ---------------------
+EpochListener = Callable[[int, int], None]
+_epoch_listener: EpochListener | None = None
+
+
+def set_epoch_listener(listener: EpochListener | None) -> EpochListener | None:
+    """Install ``listener(epochs_done, total_epochs)`` for this process; returns the previous one.
+
+    :func:`train` calls it once when training starts (``epochs_done`` > 0 after a resume) and
+    after every completed epoch, with ``total_epochs = config.epochs``. The sweep engine's pool
+    workers install one that forwards the counts to the driver's progress display; ``None``
+    removes it. The listener runs in the training thread, so it must be quick.
+    """
+    global _epoch_listener
+    previous, _epoch_listener = _epoch_listener, listener
+    return previous
+
+
+def report_epoch(epochs_done: int, total_epochs: int) -> None:
+    """Tell the process's epoch listener (if any) how far training is.
+
+    :func:`train` calls this itself; a custom sweep task that trains in its own loop may call
+    it too so its progress shows. A failing listener is logged and ignored: progress display
+    never fails a run.
+    """
+    listener = _epoch_listener
+    if listener is None:
+        return
+    try:
+        listener(epochs_done, total_epochs)
+    except Exception:  # progress is cosmetic; the run must go on
+        log.debug("epoch listener failed", exc_info=True)
 
 
 @dataclass
@@ -362,6 +396,7 @@ class TrainingLoop:
     def run(self, stop: StopRequest, bar: _Bar, checkpoint_path: str | Path | None) -> None:
         """Train until the epoch budget, early stopping, divergence or a stop request."""
         config = self.config
+        report_epoch(self.epoch, config.epochs)
         while self.status == "running" and self.epoch < config.epochs:
             self._train_epoch(stop, bar)
             if stop.requested is not None:
@@ -372,6 +407,7 @@ class TrainingLoop:
             if self.status == "diverged":
                 break
             self._end_epoch(bar)
+            report_epoch(self.epoch, config.epochs)
             if self.epoch % config.checkpoint_every == 0 and self.epoch < config.epochs:
                 self._save(checkpoint_path)
         if self.status == "running":
