@@ -123,6 +123,7 @@ def base_config(budget: str) -> RunConfig:
             "optim.momentum_end": 0.95,
             "optim.momentum_updates": 1000,
             "epochs": 30,
+            "eval_test_every": 1000,  # test error only after the last epoch: saves ~15 % of CPU
         })
     return with_changes(RunConfig(), {
         "data.dataset": "mnist",

@@ -133,7 +133,11 @@ class FeaturesAndSparsity:
         check_budget(budget)
         base = with_changes(base_config(budget), {
             **_SCALE[budget], "model.kind": "autoencoder", "model.drop_input": 0.0,
-            "optim.max_norm": None, "model.init": "xavier"})
+            "optim.max_norm": None, "model.init": "xavier",
+            # The loss is the squared error averaged over 784 pixels, so its gradients are
+            # ~1/784 of a summed loss's; measured: lr 3.0 reaches MSE 0.045 in 5 epochs where
+            # 0.3 is still at 0.073 (about the mean image).
+            "optim.lr": 3.0})
         variants = {
             "no dropout": with_changes(base, {"model.dropout": "none", "model.drop_hidden": 0.0}),
             "dropout": with_changes(base, {"model.dropout": "bernoulli",

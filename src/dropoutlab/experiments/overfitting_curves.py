@@ -43,10 +43,13 @@ __all__ = ["EXPERIMENT", "OverfittingCurves", "rise_and_onset"]
 
 RISE_THRESHOLD = 0.10  # a 10 % rise of the validation loss above its minimum counts as overfitting
 
-# What each budget trains (relative to the paper, quick is ~4× narrower on a 10k subset).
+# What each budget trains (relative to the paper, quick is ~2× narrower on a 5k subset).
 _SCALE: dict[str, dict[str, Any]] = {
     "smoke": {"model.hidden": (64, 64), "epochs": 4},
-    "quick": {"model.hidden": (512, 512), "data.train_size": 10_000, "epochs": 40},
+    # 5k examples and a slow lr decay (1 %/epoch): measured, the net without dropout overfits
+    # clearly (validation loss +17 % above its minimum at epoch ~11) within 50 short epochs.
+    "quick": {"model.hidden": (512, 512), "data.train_size": 5_000, "epochs": 50,
+              "optim.lr_decay": 0.99},
     "paper": {"model.hidden": (1024, 1024, 1024), "epochs": 2000},
 }
 VARIANTS = ("no dropout", "dropout")
