@@ -176,6 +176,23 @@ class TestStatistics:
         ks = torch.maximum(ranks / n - cdf, cdf - (ranks - 1) / n).max().item()
         assert ks < math.sqrt(math.log(2 / 1e-7) / 2) / math.sqrt(n)
 
+    def test_elements_sharing_a_word_are_independent(self, native: None, global_seed: int) -> None:
+        """Elements j and j + BLOCK/2 of a block use the two halves of one 64-bit word: both
+        kept with probability (1−p)², and their Gaussian noises (Box–Muller's cos and sin
+        outputs) uncorrelated, also in their squares (Z standard errors each)."""
+        blocks, half, p = 256, BLOCK // 2, 0.5
+        g = torch.Generator().manual_seed(global_seed)
+        kept = (F.dropout(torch.ones(blocks * BLOCK), p, generator=g) != 0).view(blocks, 2, half)
+        both = (kept[:, 0] & kept[:, 1]).double().mean().item()
+        q = (1 - p) ** 2
+        assert abs(both - q) < Z * math.sqrt(q * (1 - q) / (blocks * half))
+        z = F.gaussian_dropout(torch.ones(blocks * BLOCK, dtype=torch.float64), p, generator=g)
+        z = ((z - 1) / F.gaussian_sigma(p)).view(blocks, 2, half)
+        n = blocks * half
+        for a, b in ((z[:, 0], z[:, 1]), (z[:, 0] ** 2 - 1, z[:, 1] ** 2 - 1)):
+            corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+            assert abs(corr) < Z / math.sqrt(n)
+
     def test_gaussian_tails_are_present(self, native: None) -> None:
         """About 0.27 % of normal draws lie beyond 3σ (Z binomial errors), none beyond 6.8σ."""
         n = 1 << 20

@@ -283,4 +283,13 @@ def run(*, mnist: bool = True, peer: Path | None = None,
         f"(max {100 * max(spreads):.0f} %); 1-min load average {load_start:.2f} at the start, "
         f"{load_end:.2f} at the end, on {os.cpu_count()} logical CPUs.",
     ]
-    return render(rows, _machine(), notes)
+    facts = _machine()
+    cpus = os.cpu_count() or 1
+    if max(load_start, load_end) > 0.5 * cpus:
+        facts["warning"] = (
+            f"the machine was busy (load average up to {max(load_start, load_end):.1f} on "
+            f"{cpus} CPUs): other processes shared the cores and memory bandwidth, so these "
+            "numbers understate both sides unevenly (multi-threaded kernels wait for descheduled "
+            "threads). Re-run `make bench` on a quiet machine before quoting them."
+        )
+    return render(rows, facts, notes)
