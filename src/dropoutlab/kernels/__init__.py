@@ -107,10 +107,15 @@ def reset() -> None:
         _functions.clear()
 
 
+# functorch (vmap/grad) wrappers have no data pointer; None on torch builds without functorch.
+_is_functorch_wrapped = getattr(
+    getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None
+)
+
+
 def _is_wrapped(x: torch.Tensor) -> bool:
     """Whether ``x`` is a functorch (vmap/grad) wrapper, which has no data pointer."""
-    functorch = getattr(torch._C, "_functorch", None)
-    return functorch is not None and bool(functorch.is_functorch_wrapped_tensor(x))
+    return _is_functorch_wrapped is not None and bool(_is_functorch_wrapped(x))
 
 
 def supports(x: torch.Tensor) -> bool:
