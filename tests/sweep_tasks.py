@@ -2,9 +2,11 @@
 
 ``fake_train`` behaves like :func:`dropoutlab.train.run_task` in every way the sweep engine
 relies on — seeded numbers, one checkpoint per epoch written atomically, exact resume, and on
-SIGINT a checkpoint followed by ``KeyboardInterrupt`` — but takes milliseconds per epoch
-(``FAKE_TASK_SLEEP`` seconds, default 0.02). When ``FAKE_TASK_LOG`` names a file, every start
-and completion is appended to it as ``<event> <seed> <pid>``, so tests can count executions.
+SIGINT a checkpoint followed by ``KeyboardInterrupt``, epochs reported through
+:func:`dropoutlab.train.report_epoch` — but takes milliseconds per epoch (``FAKE_TASK_SLEEP``
+seconds, default 0.02). When ``FAKE_TASK_LOG`` names a file, every start, resume, stop on a
+signal and completion is appended to it as ``<event> <seed> <pid>``, so tests can count
+executions.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dropoutlab.config import RunConfig
+from dropoutlab.train import report_epoch
 
 
 def _log(event: str, config: RunConfig) -> None:
@@ -53,6 +56,7 @@ def fake_train(config: RunConfig, *, checkpoint_path: Path | None = None,
         stop["asked"] = True
 
     previous = signal.signal(signal.SIGINT, on_signal)
+    report_epoch(epoch, config.epochs)
     try:
         while epoch < config.epochs:
             sleep = float(os.environ.get("FAKE_TASK_SLEEP", "0.02"))
@@ -64,7 +68,9 @@ def fake_train(config: RunConfig, *, checkpoint_path: Path | None = None,
             if checkpoint_path is not None:
                 _save(checkpoint_path, {"epoch": epoch, "history": history,
                                         "rng": rng.getstate()})
+            report_epoch(epoch, config.epochs)
             if stop["asked"]:
+                _log("stopped", config)
                 raise KeyboardInterrupt
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -96,4 +102,17 @@ def fake_flaky(config: RunConfig, *, checkpoint_path: Path | None = None,
 def fake_die(config: RunConfig, *, checkpoint_path: Path | None = None,
              resume: bool = False) -> dict[str, Any]:
     """The worker process dies mid-run (as under the OOM killer)."""
+    os._exit(9)
+
+
+def fake_die_while_another_runs(config: RunConfig, *, checkpoint_path: Path | None = None,
+                                resume: bool = False) -> dict[str, Any]:
+    """Waits until another run has started (per ``FAKE_TASK_LOG``), then the worker dies."""
+    path = Path(os.environ["FAKE_TASK_LOG"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lines = path.read_text().split("\n") if path.exists() else []
+        if any(line.startswith("start ") for line in lines):
+            break
+        time.sleep(0.02)
     os._exit(9)

@@ -91,15 +91,15 @@ def parse(argv: list[str]) -> Any:
     return parser.parse_args(argv)
 
 
-# 8 digits runs of a few seconds each, checkpointed every epoch.
-SMOKE = ["--set", "data.dataset=digits", "--set", "model.hidden=[64]", "--set", "epochs=12",
-         "--set", "optim.batch_size=32", "--set", "checkpoint_every=1", "--seeds", "8",
+# 6 digits runs of a second or so each, checkpointed every epoch.
+SMOKE = ["--set", "data.dataset=digits", "--set", "model.hidden=[64]", "--set", "epochs=8",
+         "--set", "optim.batch_size=32", "--set", "checkpoint_every=1", "--seeds", "6",
          "--experiment", "crash", "--workers", "2"]
 
 
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_same_command_finishes_each_run_once(tmp_path: Path) -> None:
-    """SIGKILL the driver mid-run; the same command ends with 8 runs done once, as if uncut."""
+    """SIGKILL the driver mid-run; the same command ends with 6 runs done once, as if uncut."""
     store = tmp_path / "runs.sqlite"
     command = sweep_command(store, *SMOKE)
     proc = subprocess.Popen(command, env=environment(), cwd=tmp_path, text=True,
@@ -115,7 +115,7 @@ def test_sigkill_mid_sweep_then_same_command_finishes_each_run_once(tmp_path: Pa
     proc.communicate()
     before = {r.config_hash: r for r in Store(store).records()}
     cut = [r for r in before.values() if r.status == "running"]
-    assert cut and len(before) == 8 and Counter(r.status for r in before.values())["done"] < 8
+    assert cut and len(before) == 6 and Counter(r.status for r in before.values())["done"] < 6
     deadline = time.monotonic() + 5  # the orphaned pool workers notice and exit
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -126,7 +126,7 @@ def test_sigkill_mid_sweep_then_same_command_finishes_each_run_once(tmp_path: Pa
     assert again.returncode == 0, again.stderr
     with Store(store) as db:
         after = {r.config_hash: r for r in db.records(experiment="crash")}
-    assert len(after) == 8 and {r.status for r in after.values()} == {"done"}
+    assert len(after) == 6 and {r.status for r in after.values()} == {"done"}
     for key, record in before.items():
         if record.status == "done":  # finished before the kill: not run again
             assert after[key].attempts == 1 and after[key].updated == record.updated
@@ -178,7 +178,7 @@ def test_ctrl_c_checkpoints_and_the_same_command_resumes(tmp_path: Path) -> None
 def test_two_sweeps_on_one_store_never_run_a_config_twice(tmp_path: Path) -> None:
     """Two sweep processes started together on one store share the runs, each run once."""
     store, log = tmp_path / "runs.sqlite", tmp_path / "task.log"
-    command = sweep_command(store, "--task", "sweep_tasks:fake_train", "--set", "epochs=10",
+    command = sweep_command(store, "--task", "sweep_tasks:fake_train", "--set", "epochs=5",
                             "--seeds", "12", "--workers", "1")
     env = environment(FAKE_TASK_SLEEP="0.05", FAKE_TASK_LOG=str(log))
     procs = [subprocess.Popen(command, env=env, cwd=tmp_path, text=True,

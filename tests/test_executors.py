@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from importlib.util import find_spec
@@ -64,11 +65,44 @@ class TestLocalExecutor:
         finally:
             executor.shutdown()
 
+    def test_dead_worker_fails_only_its_own_run(self, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        """A worker dying while another runs: only its run fails; the other is done, 1 try."""
+        log = tmp_path / "task.log"
+        monkeypatch.setenv("FAKE_TASK_LOG", str(log))
+        monkeypatch.setenv("FAKE_TASK_SLEEP", "0.05")
+        jobs = [Job("e", "dies", RunConfig(seed=1), "sweep_tasks:fake_die_while_another_runs"),
+                Job("e", "survives", RunConfig(epochs=10, seed=2), "sweep_tasks:fake_train")]
+        summary = run_sweep(jobs, store=tmp_path / "s.sqlite", workers=2, retries=0)
+        assert (summary.done, summary.failed) == (1, 1)
+        assert "worker process died" in summary.failures[0].message
+        with Store(tmp_path / "s.sqlite") as db:
+            survivor = next(r for r in db.records() if r.seed == 2)
+        assert (survivor.status, survivor.attempts) == ("done", 1)
+        assert log.read_text().count("start 2 ") == 1  # never restarted
+
+    def test_epochs_of_a_real_run_reach_the_driver(self) -> None:
+        """A digits run on the pool reports (0, 3), (1, 3), (2, 3), (3, 3), then its outcome."""
+        config = with_changes(RunConfig(), {"data.dataset": "digits", "model.hidden": (16,),
+                                            "epochs": 3, "optim.batch_size": 64})
+        executor = LocalExecutor(workers=1, warm_modules=["dropoutlab.train"])
+        try:
+            executor.submit(WorkItem("a", "dropoutlab.train:run_task", config.to_dict(),
+                                     None, 1))
+            assert collect(executor, 1)["a"]["status"] == "done"
+            events = executor.epoch_events()
+        finally:
+            executor.shutdown()
+        assert events == [("a", 0, 3), ("a", 1, 3), ("a", 2, 3), ("a", 3, 3)]
+        assert executor.epoch_events() == []  # each event is handed over once
+
     def test_interrupt_makes_a_running_task_checkpoint_and_stop(self, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
-        """interrupt() → the task checkpoints, the outcome is 'interrupted', not 'failed'."""
+        """interrupt() → the task's own SIGINT handler runs (it checkpoints and logs 'stopped'),
+        the outcome is 'interrupted', not 'failed'."""
         monkeypatch.setenv("FAKE_TASK_SLEEP", "0.2")
+        monkeypatch.setenv("FAKE_TASK_LOG", str(tmp_path / "task.log"))
         ckpt = tmp_path / "a.pt"
         executor = LocalExecutor(workers=1)
         try:
@@ -83,6 +117,7 @@ class TestLocalExecutor:
             assert outcome["status"] == "interrupted" and ckpt.exists()
         finally:
             executor.shutdown()
+        assert "stopped 0 " in (tmp_path / "task.log").read_text()
 
     def test_oversubscription_is_refused(self) -> None:
         """workers × threads beyond the cores is an error naming both arguments."""
@@ -105,13 +140,20 @@ def test_missing_ray_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_instance() -> Any:
+def ray_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The FAKE_TASK_LOG of the Ray workers (their environment is fixed at ``ray.init``)."""
+    return tmp_path_factory.mktemp("ray") / "task.log"
+
+
+@pytest.fixture(scope="module")
+def ray_instance(ray_log: Path) -> Any:
     """One local Ray instance (2 CPUs) for this module; workers can import ``sweep_tasks``."""
     import ray
 
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": path, "FAKE_TASK_SLEEP": "0.01"}})
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "FAKE_TASK_SLEEP": "0.01",
+                                       "FAKE_TASK_LOG": str(ray_log)}})
     yield ray
     ray.shutdown()
 
@@ -147,12 +189,13 @@ class TestRay:
                          retries=0).skipped == 1
 
     def test_interrupt_cancels_and_the_run_stays_resumable(self, ray_instance: Any,
-                                                           tmp_path: Path) -> None:
-        """interrupt() on Ray turns a running task into an 'interrupted' outcome."""
+                                                           ray_log: Path, tmp_path: Path) -> None:
+        """interrupt() on Ray runs the task's own SIGINT handler: it checkpoints, logs
+        'stopped', and the outcome is 'interrupted' (the run resumes), not a cancellation."""
         ckpt = tmp_path / "a.pt"
         executor = make_executor("ray", workers=1)
         try:
-            executor.submit(item("a", "fake_train", epochs=100000, ckpt=str(ckpt)))
+            executor.submit(item("a", "fake_train", seed=77, epochs=100000, ckpt=str(ckpt)))
             for _ in range(120):  # until it is running (Ray starts its worker lazily)
                 if ckpt.exists():
                     break
@@ -160,6 +203,19 @@ class TestRay:
             executor.interrupt()
             outcome = collect(executor, 1)["a"]
             assert outcome["status"] == "interrupted"
+            assert "SIGINT" in outcome["error"]  # execute() saw KeyboardInterrupt from the task
         finally:
             executor.shutdown()
+        assert "stopped 77 " in ray_log.read_text()  # the handler ran, after its checkpoint
         assert ray_instance.is_initialized()  # an instance it did not start is left running
+
+    def test_epochs_reach_the_driver(self, ray_instance: Any) -> None:
+        """Epoch counts of a Ray task arrive through the queue actor, in order."""
+        executor = make_executor("ray", workers=1)
+        try:
+            executor.submit(item("a", "fake_train", epochs=3))
+            assert collect(executor, 1)["a"]["status"] == "done"
+            events = executor.epoch_events()
+        finally:
+            executor.shutdown()
+        assert events == [("a", 0, 3), ("a", 1, 3), ("a", 2, 3), ("a", 3, 3)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dropoutlab import store as store_module
+from dropoutlab import store_schema as schema_module
 from dropoutlab.config import RunConfig
 from dropoutlab.errors import StoreError
 from dropoutlab.jobs import Job
@@ -46,7 +47,7 @@ class TestOpening:
         db = sqlite3.connect(path)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert db.execute("PRAGMA application_id").fetchone()[0] == store_module.APPLICATION_ID
+        assert db.execute("PRAGMA application_id").fetchone()[0] == schema_module.APPLICATION_ID
 
     def test_not_sqlite_is_refused_untouched(self, tmp_path: Path) -> None:
         """A text file passed as the store is refused and not modified."""
@@ -142,8 +143,8 @@ class TestMigrations:
         def add_notes(db: sqlite3.Connection) -> None:
             db.execute("ALTER TABLE runs ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
 
-        monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, add_notes])
-        monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+        monkeypatch.setattr(schema_module, "MIGRATIONS", [*schema_module.MIGRATIONS, add_notes])
+        monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 2)
         with Store(path) as db:
             assert sorted(r.seed for r in db.records()) == [0, 1]
         raw = sqlite3.connect(path)
@@ -161,8 +162,8 @@ class TestMigrations:
             db.execute("ALTER TABLE runs ADD COLUMN notes TEXT")
             db.execute("SELECT no_such_function()")
 
-        monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, broken])
-        monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+        monkeypatch.setattr(schema_module, "MIGRATIONS", [*schema_module.MIGRATIONS, broken])
+        monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 2)
         with pytest.raises(StoreError):
             Store(path)
         raw = sqlite3.connect(path)
@@ -241,7 +242,7 @@ class TestClaims:
             db.register([job(0)])
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         child.wait()
-        self._held_by(path, f"{store_module.socket.gethostname()}:{child.pid}", time.time())
+        self._held_by(path, f"{socket.gethostname()}:{child.pid}", time.time())
         with Store(path) as db:
             token = db.claim(job(0).key)
             assert token is not None
@@ -253,7 +254,7 @@ class TestClaims:
         path = tmp_path / "s.sqlite"
         with Store(path) as db:
             db.register([job(0)])
-        self._held_by(path, f"{store_module.socket.gethostname()}:{os.getppid()}", time.time())
+        self._held_by(path, f"{socket.gethostname()}:{os.getppid()}", time.time())
         with Store(path) as db:
             assert db.claim(job(0).key) is None
 

@@ -71,7 +71,8 @@ class TestRunSweep:
         assert any("failed" in line for line in summary.lines())
         with Store(tmp_path / "runs.sqlite") as db:
             [failed] = db.records(status="failed")
-        assert "Traceback" in failed.error and failed.attempts == 3
+        assert failed.error is not None and "Traceback" in failed.error
+        assert failed.attempts == 3
 
     def test_failed_run_is_retried_by_the_next_sweep(self, tmp_path: Path,
                                                      task_log: Path) -> None:

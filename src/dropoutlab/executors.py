@@ -5,32 +5,30 @@ Both executors take plain work items — ``(task, config dict, checkpoint path, 
 writes the store (so on a Ray cluster the store never has to be on a shared disk; checkpoints,
 which workers write, do).
 
-* :class:`LocalExecutor`: ``workers`` spawned processes, ``threads`` torch threads each,
-  ``workers × threads ≤ cores``. Workers live in their own process group (a terminal's Ctrl-C
-  reaches only the driver, which forwards one SIGINT to each worker so a running task
-  checkpoints and stops), ignore SIGINT while idle, and exit by themselves if the driver dies
-  (even by SIGKILL) so an orphan never keeps writing a checkpoint another sweep resumes from.
+* :class:`LocalExecutor`: ``workers`` spawned processes (:mod:`dropoutlab.pool`), ``threads``
+  torch threads each, ``workers × threads ≤ cores``, warm and alive for the whole sweep. Each
+  finished epoch is forwarded to the driver (:meth:`Executor.epoch_events`); a worker that dies
+  fails only the run it held. Ctrl-C reaches only the driver, which forwards one SIGINT to each
+  busy worker so its task checkpoints and stops; orphaned workers exit by themselves.
 * :class:`RayExecutor`: one Ray task per job (``num_cpus=threads``, no Ray-level retries: the
-  sweep's ``--retries`` decide). ``address=None`` starts a private local Ray instance.
+  sweep's ``--retries`` decide). ``address=None`` starts a private local Ray instance. Epochs
+  reach the driver through a small Ray queue actor. :meth:`RayExecutor.interrupt` cancels with
+  ``force=False``, which in Ray (checked with 2.60) calls the task's own Python SIGINT handler:
+  inside :func:`dropoutlab.train.train` that is the handler that writes the checkpoint, so a
+  cancelled run checkpoints, stops, and reports ``interrupted`` like a local one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
-import threading
-import time
-import traceback
 from abc import ABC, abstractmethod
-from concurrent import futures
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dropoutlab.errors import DropoutlabError
 from dropoutlab.jobs import execute, usable_cores
+from dropoutlab.pool import WorkerPool, lost_outcome
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "WorkItem", "make_executor"]
 
@@ -50,10 +48,7 @@ class WorkItem:
     threads: int
 
 
-def _lost(status: str, message: str) -> dict[str, Any]:
-    """An outcome for a job whose worker never reported (crashed, cancelled)."""
-    return {"status": status, "metrics": {}, "history": [], "extras": {}, "error": message,
-            "seconds": 0.0}
+_lost = lost_outcome
 
 
 class Executor(ABC):
@@ -69,6 +64,11 @@ class Executor(ABC):
     def wait(self, timeout: float) -> list[tuple[str, dict[str, Any]]]:
         """Outcomes ``(key, outcome)`` of items finished within ``timeout`` seconds."""
 
+    def epoch_events(self) -> list[tuple[str, int, int]]:
+        """``(key, epochs done, total epochs)`` heard since the last call (default: none; the
+        progress display then moves when runs finish)."""
+        return []
+
     @abstractmethod
     def interrupt(self) -> None:
         """Ask every running item to checkpoint and stop (outcome status ``interrupted``)."""
@@ -79,51 +79,18 @@ class Executor(ABC):
 
 
 # ----------------------------------------------------------------------------- local pool
-_stop_event: Any = None  # set in each pool worker by _init_worker
-
-
-def _init_worker(stop_event: Any, parent_pid: int) -> None:
-    """Pool worker setup: own process group, SIGINT ignored while idle, die with the driver."""
-    global _stop_event
-    _stop_event = stop_event
-    with contextlib.suppress(OSError):  # not permitted on some platforms
-        os.setpgid(0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:  # the driver is gone (killed): stop writing now
-                os._exit(70)
-
-    threading.Thread(target=watch, name="dropoutlab-orphan-watch", daemon=True).start()
-
-
-def _run_in_worker(item: WorkItem) -> dict[str, Any]:
-    """Pool entry point: SIGINT raises KeyboardInterrupt while a task runs (train() replaces
-    this with its own handler, which checkpoints first)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        if _stop_event is not None and _stop_event.is_set():
-            return _lost("interrupted", "sweep stopping; not started")
-        return execute(item.task, item.config, item.checkpoint_path, item.threads)
-    except KeyboardInterrupt:
-        return _lost("interrupted", "interrupted (SIGINT) before the task started")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class LocalExecutor(Executor):
-    """A pool of spawned processes on this machine.
+    """Long-lived, warm worker processes on this machine (:mod:`dropoutlab.pool`).
 
     Args:
         workers: Processes; default ``cores // threads``.
         threads: torch threads per run; ``workers × threads`` must not exceed the cores.
+        warm_modules: Modules each worker imports before its first job (task modules, data
+            loaders' libraries), so the first run does not pay for them.
     """
 
-    def __init__(self, workers: int | None = None, threads: int = 1) -> None:
-        import multiprocessing
-
+    def __init__(self, workers: int | None = None, threads: int = 1,
+                 warm_modules: Sequence[str] = ()) -> None:
         cores = usable_cores()
         if workers is None:
             workers = max(1, cores // threads)
@@ -133,86 +100,53 @@ class LocalExecutor(Executor):
                 f"workers={workers} × threads_per_run={threads} = {workers * threads}"
             )
         self.capacity = workers
-        # spawn, never fork: the driver has imported torch, whose thread pools do not survive
-        # a fork.
-        self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
-        self._pool = self._new_pool()
-        self._running: dict[futures.Future[dict[str, Any]], str] = {}
-
-    def _new_pool(self) -> futures.ProcessPoolExecutor:
-        return futures.ProcessPoolExecutor(
-            max_workers=self.capacity, mp_context=self._context, initializer=_init_worker,
-            initargs=(self._stop, os.getpid()),
-        )
+        self._pool = WorkerPool(workers, threads, warm_modules)
+        self._events: list[tuple[str, int, int]] = []
 
     def submit(self, item: WorkItem) -> None:
-        """Queue ``item`` on the pool."""
-        try:
-            future = self._pool.submit(_run_in_worker, item)
-        except BrokenProcessPool:
-            self._renew_pool()
-            future = self._pool.submit(_run_in_worker, item)
-        self._running[future] = item.key
+        """Hand ``item`` to an idle worker."""
+        self._pool.submit(item.key, item)
 
     def wait(self, timeout: float) -> list[tuple[str, dict[str, Any]]]:
-        """Outcomes of finished futures; a dead worker fails its run (the sweep may retry)."""
-        if not self._running:
-            return []
-        finished, _ = futures.wait(self._running, timeout=timeout,
-                                   return_when=futures.FIRST_COMPLETED)
-        results = []
-        broken = False
-        for future in finished:
-            key = self._running.pop(future)
-            if future.cancelled():
-                results.append((key, _lost("interrupted", "cancelled before it started")))
-                continue
-            err = future.exception()
-            if err is None:
-                results.append((key, future.result()))
-            elif isinstance(err, BrokenProcessPool):
-                broken = True
-                results.append((key, _lost("failed", "the worker process died (killed, or "
-                                           "out of memory) while running this job")))
-            elif isinstance(err, KeyboardInterrupt):
-                results.append((key, _lost("interrupted", "interrupted (SIGINT)")))
-            else:
-                text = "".join(traceback.format_exception(err))
-                results.append((key, _lost("failed", text)))
-        if broken:
-            self._renew_pool()
-        return results
+        """Outcomes of finished jobs; a dead worker fails only the job it was running."""
+        outcomes, events = self._pool.wait(timeout)
+        self._events.extend(events)
+        return outcomes
 
-    def _renew_pool(self) -> None:
-        log.warning("a pool worker died; starting a fresh pool")
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._new_pool()
+    def epoch_events(self) -> list[tuple[str, int, int]]:
+        """``(key, epochs done, total epochs)`` reported by running jobs since the last call."""
+        events, self._events = self._events, []
+        return events
 
     def interrupt(self) -> None:
-        """Set the stop flag and send SIGINT to each worker (idle ones ignore it)."""
-        self._stop.set()
-        for future in self._running:
-            future.cancel()  # only succeeds for items not yet started
-        for pid in self._worker_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
+        """Set the stop flag and send SIGINT to each busy worker (idle ones ignore it)."""
+        self._pool.interrupt()
 
     def shutdown(self, *, hard: bool = False) -> None:
-        """Stop the pool; ``hard`` kills the workers first."""
-        if hard:
-            for pid in self._worker_pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        self._pool.shutdown(wait=not hard, cancel_futures=True)
+        """Stop the workers; ``hard`` kills them without waiting."""
+        self._pool.shutdown(hard=hard)
 
-    def _worker_pids(self) -> list[int]:
-        # ProcessPoolExecutor keeps its processes in a private dict; there is no public API.
-        processes = getattr(self._pool, "_processes", None) or {}
-        return list(processes)
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (tests kill one to check recovery)."""
+        return self._pool.pids
 
 
 # ------------------------------------------------------------------------------------ Ray
+def _execute_reporting(queue: Any, key: str, task: str, config: dict[str, Any],
+                       checkpoint_path: str | None, threads: int) -> dict[str, Any]:
+    """A Ray task's body: :func:`execute` with each finished epoch put on ``queue``."""
+    from dropoutlab import train
+
+    def forward(done: int, total: int) -> None:
+        queue.put_nowait((key, int(done), int(total)))
+
+    previous = train.set_epoch_listener(forward)
+    try:
+        return execute(task, config, checkpoint_path, threads)
+    finally:
+        train.set_epoch_listener(previous)
+
+
 class RayExecutor(Executor):
     """One Ray task per job on a Ray cluster (or a local instance it starts).
 
@@ -247,12 +181,16 @@ class RayExecutor(Executor):
             raise DropoutlabError(f"`threads_per_run` must not exceed the cluster's {cpus} "
                                   f"CPUs, got threads_per_run={threads}")
         self.capacity = workers if workers is not None else max(1, cpus // threads)
-        self._remote = ray.remote(execute).options(num_cpus=threads, max_retries=0)
+        self._remote = ray.remote(_execute_reporting).options(num_cpus=threads, max_retries=0)
+        from ray.util.queue import Queue
+
+        self._epochs = Queue(actor_options={"num_cpus": 0})
         self._running: dict[Any, str] = {}
 
     def submit(self, item: WorkItem) -> None:
         """Start ``item`` as a Ray task."""
-        ref = self._remote.remote(item.task, item.config, item.checkpoint_path, item.threads)
+        ref = self._remote.remote(self._epochs, item.key, item.task, item.config,
+                                  item.checkpoint_path, item.threads)
         self._running[ref] = item.key
 
     def wait(self, timeout: float) -> list[tuple[str, dict[str, Any]]]:
@@ -272,8 +210,17 @@ class RayExecutor(Executor):
                 results.append((key, _lost("failed", f"Ray task failed: {err}")))
         return results
 
+    def epoch_events(self) -> list[tuple[str, int, int]]:
+        """Epoch counts the running tasks put on the queue actor since the last call."""
+        try:
+            waiting = self._epochs.qsize()
+            return list(self._epochs.get_nowait_batch(waiting)) if waiting else []
+        except Exception as err:  # progress is cosmetic: never stop a sweep for it
+            log.debug("could not read epoch events from Ray: %s", err)
+            return []
+
     def interrupt(self) -> None:
-        """Cancel every running task (Ray raises KeyboardInterrupt in it)."""
+        """Cancel every running task: Ray calls its SIGINT handler (train() checkpoints)."""
         for ref in self._running:
             self._ray.cancel(ref, force=False)
 
@@ -283,18 +230,26 @@ class RayExecutor(Executor):
             for ref in self._running:
                 self._ray.cancel(ref, force=True)
         self._running.clear()
+        try:
+            self._epochs.shutdown()
+        except Exception as err:  # the cluster may already be gone
+            log.debug("could not stop the epoch queue actor: %s", err)
         if self._owns_ray:
             self._ray.shutdown()
 
 
 def make_executor(name: str, *, workers: int | None = None, threads: int = 1,
-                  ray_address: str | None = None) -> Executor:
-    """Build the executor called ``name`` (``"local"`` or ``"ray"``)."""
+                  ray_address: str | None = None, warm_modules: Sequence[str] = ()) -> Executor:
+    """Build the executor called ``name`` (``"local"`` or ``"ray"``).
+
+    ``warm_modules`` are imported by each local worker before its first job (Ray keeps its
+    own worker processes alive across tasks, so there the first task on a worker imports them).
+    """
     if name == "local":
         if ray_address is not None:
             raise DropoutlabError("`ray_address` is only used with executor='ray', got "
                                   f"executor='local' and ray_address={ray_address!r}")
-        return LocalExecutor(workers, threads)
+        return LocalExecutor(workers, threads, warm_modules)
     if name == "ray":
         return RayExecutor(ray_address, workers, threads)
     raise DropoutlabError(f"`executor` must be one of {EXECUTORS}, got executor={name!r}")

@@ -11,8 +11,9 @@ Every write is one transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), so a proces
 instruction leaves the file readable and consistent. Runs are *claimed* atomically: a claim
 succeeds only on a pending run, a failed one being retried, or a running one whose holder is
 dead (its pid gone on this host, or its heartbeat stale), so two live sweeps never run the same
-config. The schema is versioned (``PRAGMA user_version``) and migrated forward in a
-transaction; a newer, foreign, corrupt or non-SQLite file is refused and left untouched.
+config. The schema is versioned and migrated forward in a transaction
+(:mod:`dropoutlab.store_schema`); a newer, foreign, corrupt or non-SQLite file is refused and
+left untouched.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,13 @@ from typing import Any
 
 from dropoutlab.errors import StoreError
 from dropoutlab.jobs import Job
+from dropoutlab.store_schema import (
+    SCHEMA_VERSION,
+    check_identity,
+    check_magic,
+    migrate,
+    transaction,
+)
 
 __all__ = [
     "DEFAULT_STORE",
@@ -48,52 +56,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE = Path("dropoutlab-runs") / "runs.sqlite"
 STATUSES = ("pending", "running", "done", "failed", "diverged")
-APPLICATION_ID = 0x44524C42  # "DRLB" in the SQLite header: marks the file as ours
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def _create_v1(db: sqlite3.Connection) -> None:
-    """Schema version 1: runs, experiment ↔ run links."""
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db.execute(
-        """CREATE TABLE runs (
-            config_hash TEXT PRIMARY KEY,
-            task        TEXT NOT NULL,
-            seed        INTEGER NOT NULL,
-            config      TEXT NOT NULL,
-            status      TEXT NOT NULL DEFAULT 'pending'
-                        CHECK (status IN ('pending','running','done','failed','diverged')),
-            attempts    INTEGER NOT NULL DEFAULT 0,
-            resumed     INTEGER NOT NULL DEFAULT 0,
-            worker      TEXT,
-            claim       TEXT,
-            heartbeat   REAL,
-            metrics     TEXT NOT NULL DEFAULT '{}',
-            history     TEXT NOT NULL DEFAULT '[]',
-            extras      TEXT NOT NULL DEFAULT '{}',
-            error       TEXT,
-            seconds     REAL NOT NULL DEFAULT 0,
-            versions    TEXT NOT NULL DEFAULT '{}',
-            git_commit  TEXT,
-            hardware    TEXT NOT NULL DEFAULT '{}',
-            created     REAL NOT NULL,
-            updated     REAL NOT NULL
-        )"""
-    )
-    db.execute("CREATE INDEX runs_status ON runs (status)")
-    db.execute(
-        """CREATE TABLE memberships (
-            experiment  TEXT NOT NULL,
-            config_hash TEXT NOT NULL REFERENCES runs (config_hash),
-            name        TEXT NOT NULL,
-            PRIMARY KEY (experiment, config_hash)
-        )"""
-    )
-
-
-# MIGRATIONS[i] takes a store from schema version i to i + 1; version 0 is an empty file.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -211,7 +173,7 @@ class Store:
             raise StoreError(f"store {where!r} does not exist (run a sweep first, or pass "
                              f"--store PATH)")
         if existed and self.path.stat().st_size > 0:
-            self._check_magic()
+            check_magic(self.path)
         if not existed:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,12 +189,12 @@ class Store:
         except sqlite3.Error as err:
             raise StoreError(f"cannot open store {where!r}: {err}") from None
         try:
-            self._check_identity(db)
+            check_identity(db, self.path, readonly=self.readonly)
             if not self.readonly:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = FULL")
                 db.execute("PRAGMA foreign_keys = ON")
-                self._migrate(db)
+                migrate(db, self.path)
         except BaseException as err:
             db.close()
             if not existed and self.path.exists() and self.path.stat().st_size == 0:
@@ -241,46 +203,6 @@ class Store:
                 raise StoreError(f"cannot use store {where!r}: {err}") from None
             raise
         return db
-
-    def _check_magic(self) -> None:
-        try:
-            with self.path.open("rb") as handle:
-                head = handle.read(len(_SQLITE_MAGIC))
-        except OSError as err:
-            raise StoreError(f"cannot read store {str(self.path)!r}: {err.strerror}") from None
-        if head != _SQLITE_MAGIC:
-            raise StoreError(f"{str(self.path)!r} is not a dropoutlab store (not an SQLite "
-                             f"file); refusing to touch it — pass another --store PATH")
-
-    def _check_identity(self, db: sqlite3.Connection) -> None:
-        where = str(self.path)
-        try:
-            app_id = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            check = db.execute("PRAGMA quick_check").fetchone()[0] if tables else "ok"
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"store {where!r} is corrupt or not a database ({err}); "
-                             f"refusing to touch it") from None
-        if check != "ok":
-            raise StoreError(f"store {where!r} is corrupt ({check}); refusing to touch it")
-        if app_id != APPLICATION_ID and (app_id != 0 or tables):
-            raise StoreError(f"{where!r} is an SQLite file of another application, not a "
-                             f"dropoutlab store; refusing to touch it")
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"store {where!r} has schema version {version}, newer than this "
-                             f"dropoutlab understands ({SCHEMA_VERSION}); upgrade dropoutlab")
-        if self.readonly and version < SCHEMA_VERSION:
-            raise StoreError(f"store {where!r} has the old schema version {version}; open it "
-                             f"once for writing (e.g. run a sweep) to migrate it")
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        with _transaction(db):
-            version = db.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
-            for step in range(version, SCHEMA_VERSION):
-                log.info("migrating store %s from schema %d to %d", self.path, step, step + 1)
-                MIGRATIONS[step](db)
-                db.execute(f"PRAGMA user_version = {step + 1}")
 
     # --------------------------------------------------------------------- context manager
     def close(self) -> None:
@@ -300,7 +222,7 @@ class Store:
             raise StoreError(f"store {str(self.path)!r} was opened read-only")
         with self._lock:
             try:
-                with _transaction(self._db):
+                with transaction(self._db):
                     yield self._db
             except sqlite3.Error as err:
                 raise StoreError(f"cannot write store {str(self.path)!r}: {err}") from None
@@ -464,18 +386,6 @@ class Store:
             return cursor.fetchall()
         except sqlite3.Error as err:
             raise StoreError(f"cannot read store {str(self.path)!r}: {err}") from None
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``: the write lock first, all or nothing."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def _dumps(value: Any) -> str:

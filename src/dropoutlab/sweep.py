@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +35,14 @@ from dropoutlab.errors import DropoutlabError
 from dropoutlab.executors import EXECUTORS, Executor, WorkItem, make_executor
 from dropoutlab.jobs import FINAL_STATUSES, Job, git_commit, resolve_task
 from dropoutlab.store import Store
+from dropoutlab.sweep_progress import SweepProgress
 
 __all__ = ["Failure", "Job", "SweepSummary", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
+# Data sets whose loader imports a heavy library (sklearn: ~1 s of CPU), warmed in each worker.
+_DATASET_MODULES = {"digits": "sklearn.datasets"}
 POLL_SECONDS = 0.25  # how often the driver looks at the executor and at signals
 HEARTBEAT_SECONDS = 5.0  # how often the driver marks its claimed runs alive
 STALE_SECONDS = 60.0  # a claim with no heartbeat for this long belongs to a dead process
@@ -179,11 +181,12 @@ def run_sweep(
                 raise DropoutlabError(f"`checkpoint_dir` {str(ckpt_dir)!r} cannot be created: "
                                       f"{err.strerror or err}") from None
             pool = make_executor(executor, workers=workers, threads=threads_per_run,
-                                 ray_address=ray_address)
-            driver = _Driver(db, pool, unique, ckpt_dir.resolve(), threads_per_run, retries,
-                             summary)
-            with _progress(progress, len(todo)) as bar:
-                driver.bar = bar
+                                 ray_address=ray_address,
+                                 warm_modules=_warm_modules(unique[key] for key in todo))
+            with SweepProgress({key: unique[key].config.epochs for key in todo},
+                               enabled=progress) as shown:
+                driver = _Driver(db, pool, unique, ckpt_dir.resolve(), threads_per_run,
+                                 retries, summary, shown)
                 driver.run(todo)
     summary.seconds = time.perf_counter() - started
     for line in summary.lines():  # the CLI prints the summary; keep it out of its log lines
@@ -215,14 +218,25 @@ def _signals_caught(stop: _Stop) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _warm_modules(jobs: Iterable[Job]) -> list[str]:
+    """What each local worker imports before its first job: the task modules, and the
+    libraries behind the jobs' data sets."""
+    modules: dict[str, None] = {}
+    for job in jobs:
+        modules[job.task.partition(":")[0]] = None
+        extra = _DATASET_MODULES.get(job.config.data.dataset)
+        if extra:
+            modules[extra] = None
+    return list(modules)
+
+
 class _Driver:
     """The sweep loop: claim, submit, collect, store, heartbeat."""
 
-    bar: Any = None
-
     def __init__(self, db: Store, pool: Executor, jobs: dict[str, Job], ckpt_dir: Path,
-                 threads: int, retries: int, summary: SweepSummary) -> None:
-        self.db, self.pool, self.jobs = db, pool, jobs
+                 threads: int, retries: int, summary: SweepSummary,
+                 progress: SweepProgress) -> None:
+        self.db, self.pool, self.jobs, self.progress = db, pool, jobs, progress
         self.ckpt_dir, self.threads, self.retries = ckpt_dir, threads, retries
         self.summary = summary
         self.tries: dict[str, int] = {}
@@ -247,6 +261,7 @@ class _Driver:
                         continue
                     for key, outcome in self.pool.wait(POLL_SECONDS):
                         self._store(key, outcome, queue)
+                    self._show_epochs()
                     if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                         self.db.heartbeat(self.claims.values())
                         last_beat = time.monotonic()
@@ -276,7 +291,7 @@ class _Driver:
                 if status in FINAL_STATUSES:  # another sweep finished it meanwhile
                     queue.remove(key)
                     self.summary.skipped += 1
-                    self._advance()
+                    self.progress.finished(key)
                 else:  # running in another live sweep: look again in a while
                     if key not in self.held_elsewhere:
                         log.info("run %s is running in another sweep; waiting for it", key)
@@ -300,8 +315,8 @@ class _Driver:
         if status in FINAL_STATUSES:
             setattr(self.summary, status, getattr(self.summary, status) + 1)
             self.checkpoint(key).unlink(missing_ok=True)
-            self._advance(f"{status:<8} [{job.experiment}] {job.name} "
-                          f"({outcome.get('seconds', 0.0):.1f} s)")
+            self.progress.finished(key, f"{status:<8} [{job.experiment}] {job.name} "
+                                        f"({outcome.get('seconds', 0.0):.1f} s)")
         elif status == "interrupted":
             self.summary.interrupted += 1
         elif self.tries[key] <= self.retries and not self.stop.count:
@@ -312,7 +327,8 @@ class _Driver:
             self.summary.failed += 1
             self.summary.failures.append(Failure(key, job.experiment, job.name,
                                                  self.tries[key], _last_line(outcome)))
-            self._advance(f"failed   [{job.experiment}] {job.name}: {_last_line(outcome)}")
+            self.progress.finished(key, f"failed   [{job.experiment}] {job.name}: "
+                                        f"{_last_line(outcome)}")
 
     def _drain(self) -> None:
         """After Ctrl-C: ask running runs to checkpoint, store what they report."""
@@ -328,37 +344,12 @@ class _Driver:
                 self.db.heartbeat(self.claims.values())
                 last_beat = time.monotonic()
 
-    def _advance(self, line: str | None = None) -> None:
-        if self.bar is not None:
-            self.bar(line)
-        elif line:
-            log.info("%s", line)
+    def _show_epochs(self) -> None:
+        for key, done, total in self.pool.epoch_events():
+            self.progress.epoch(key, done, total)
+        self.progress.tick()
 
 
 def _last_line(outcome: dict[str, Any]) -> str:
     text = (outcome.get("error") or "").strip()
     return text.splitlines()[-1] if text else "no message"
-
-
-@contextmanager
-def _progress(enabled: bool | None, total: int) -> Iterator[Any]:
-    """A rich progress bar on stderr (``None``: only when stderr is a terminal)."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("sweep", total=total)
-
-        def advance(line: str | None) -> None:
-            bar.advance(task)
-            if line:
-                console.log(line)
-
-        yield advance

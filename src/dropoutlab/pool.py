@@ -1,0 +1,268 @@
+"""The local executor's worker processes: warm, long-lived, one job at a time each.
+
+A sweep (Srivastava et al. 2014, §6–§7 grids) on one machine runs its jobs in ``workers``
+spawned processes that live for the whole sweep. Unlike a ``concurrent.futures`` pool, the
+driver talks to each worker over its own pipe and always knows which job each one runs, which
+buys three things:
+
+* **Progress that moves.** A worker installs :func:`dropoutlab.train.set_epoch_listener` while
+  it runs a job, so every finished epoch reaches the driver as an event ``(key, done, total)``.
+* **A dead worker costs only its own run.** When a worker dies (SIGKILL, the OOM killer,
+  ``os._exit``), the run it held fails (and may be retried); the other workers and their runs
+  carry on, and a fresh worker takes the dead one's place.
+* **Warm start.** Each worker, as soon as it starts and before its first job, imports torch,
+  sets its thread count and imports the modules the sweep's jobs need (task modules, data
+  loaders' libraries), so that cost is paid once per worker, in parallel, and is not counted in
+  the first run's recorded ``seconds``.
+
+Signals: workers live in their own process group (a terminal's Ctrl-C reaches only the
+driver, which forwards one SIGINT to each busy worker so its task checkpoints and stops),
+ignore SIGINT while idle, and exit by themselves if the driver dies (even by SIGKILL), so an
+orphan never keeps writing a checkpoint another sweep resumes from.
+
+Messages from a worker: ``("epoch", key, done, total)`` and ``("outcome", key, outcome)``; to a
+worker: a :class:`~dropoutlab.executors.WorkItem`, or ``None`` to exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing import connection
+from typing import Any
+
+from dropoutlab.jobs import execute
+
+__all__ = ["WorkerPool", "lost_outcome"]
+
+log = logging.getLogger(__name__)
+
+_ORPHAN_CHECK_SECONDS = 0.5
+_EXIT_GRACE_SECONDS = 5.0  # a soft shutdown waits this long for busy workers to finish
+_IDLE_GRACE_SECONDS = 0.5  # ... and this long for an idle one to exit before killing it
+
+
+def lost_outcome(status: str, message: str) -> dict[str, Any]:
+    """An outcome for a job whose worker never reported (crashed, cancelled)."""
+    return {"status": status, "metrics": {}, "history": [], "extras": {}, "error": message,
+            "seconds": 0.0}
+
+
+# ------------------------------------------------------------------------ worker process side
+def _warm_up(threads: int, modules: Sequence[str]) -> None:
+    """Import torch and ``modules`` now, so the first job does not pay for it.
+
+    A module that fails to import is only logged: the job that needs it reports the error.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # the job itself will fail with the full message
+            log.debug("warm-up import of %s failed: %s", name, err)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit at once when the driver is gone (killed): an orphan must stop writing."""
+    while True:
+        time.sleep(_ORPHAN_CHECK_SECONDS)
+        if os.getppid() != parent_pid:
+            os._exit(70)
+
+
+def _worker_main(conn: Any, stop: Any, parent_pid: int, threads: int,
+                 modules: Sequence[str]) -> None:
+    """A worker's life: set up, warm up, then run the jobs the driver sends until ``None``."""
+    with contextlib.suppress(OSError):  # not permitted on some platforms
+        os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="dropoutlab-orphan-watch",
+                     daemon=True).start()
+    _warm_up(threads, modules)
+    from dropoutlab import train
+
+    while True:
+        try:
+            item = conn.recv()
+        except (EOFError, OSError):  # the driver closed the pipe
+            return
+        if item is None:
+            return
+
+        def forward(done: int, total: int, key: str = item.key) -> None:
+            with _sigint_held():  # a Ctrl-C mid-send would leave half a message in the pipe
+                conn.send(("epoch", key, int(done), int(total)))
+
+        previous = train.set_epoch_listener(forward)
+        try:
+            outcome = _run_one(item, stop)
+        finally:
+            train.set_epoch_listener(previous)
+        conn.send(("outcome", item.key, outcome))
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold SIGINT back (delivered right after) where the platform allows it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _run_one(item: Any, stop: Any) -> dict[str, Any]:
+    """Run one job with SIGINT armed (train() swaps in its own handler, which checkpoints)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if stop.is_set():  # a SIGINT that came before the handler above was ignored
+            return lost_outcome("interrupted", "sweep stopping; not started")
+        return execute(item.task, item.config, item.checkpoint_path, item.threads)
+    except KeyboardInterrupt:
+        return lost_outcome("interrupted", "interrupted (SIGINT) before the task started")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ------------------------------------------------------------------------------ driver side
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    key: str | None = None  # the job it runs, None when idle
+    started: float = field(default_factory=time.monotonic)
+
+
+class WorkerPool:
+    """``workers`` long-lived spawned processes, each running one job at a time.
+
+    Args:
+        workers: Processes.
+        threads: torch threads per process.
+        warm_modules: Modules each worker imports before its first job.
+    """
+
+    def __init__(self, workers: int, threads: int, warm_modules: Sequence[str] = ()) -> None:
+        import multiprocessing
+
+        # spawn, never fork: the driver has imported torch, whose thread pools do not survive
+        # a fork.
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
+        self._threads = threads
+        self._modules = tuple(dict.fromkeys(warm_modules))
+        self._workers = [self._start() for _ in range(workers)]
+
+    def _start(self) -> _Worker:
+        ours, theirs = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=_worker_main, name="dropoutlab-worker",
+            args=(theirs, self._stop, os.getpid(), self._threads, self._modules))
+        process.start()
+        theirs.close()  # the worker holds its end; a dead worker then reads as EOF here
+        return _Worker(process, ours)
+
+    @property
+    def idle(self) -> int:
+        """Workers without a job."""
+        return sum(worker.key is None for worker in self._workers)
+
+    def submit(self, key: str, item: Any) -> None:
+        """Hand ``item`` to an idle worker (the caller checks :attr:`idle` first)."""
+        worker = next((w for w in self._workers if w.key is None), None)
+        if worker is None:
+            raise RuntimeError("no idle worker: submit only while WorkerPool.idle > 0")
+        worker.key = key
+        worker.conn.send(item)
+
+    def wait(self, timeout: float) -> tuple[list[tuple[str, dict[str, Any]]],
+                                            list[tuple[str, int, int]]]:
+        """Wait up to ``timeout`` s for messages; returns ``(outcomes, epoch events)``.
+
+        A worker that died while running a job gives that job a ``failed`` outcome and is
+        replaced; every other worker and its job are unaffected.
+        """
+        outcomes: list[tuple[str, dict[str, Any]]] = []
+        events: list[tuple[str, int, int]] = []
+        watched = [w.conn for w in self._workers] + [w.process.sentinel for w in self._workers]
+        ready = set(connection.wait(watched, timeout))
+        for index, worker in enumerate(list(self._workers)):
+            alive = self._read(worker, outcomes, events)
+            if worker.process.sentinel in ready or not alive:
+                worker.process.join(timeout=1.0)
+                if worker.process.exitcode is None:  # pipe broken but still running: end it
+                    worker.process.kill()
+                    worker.process.join()
+                if worker.key is not None:
+                    code = worker.process.exitcode
+                    outcomes.append((worker.key, lost_outcome(
+                        "failed", f"the worker process died (exit code {code}: killed, or out "
+                        f"of memory) while running this job")))
+                    log.warning("pool worker %d died (exit code %s) running %s; starting a "
+                                "fresh worker", worker.process.pid, code, worker.key)
+                worker.conn.close()
+                self._workers[index] = self._start()
+        return outcomes, events
+
+    def _read(self, worker: _Worker, outcomes: list[tuple[str, dict[str, Any]]],
+              events: list[tuple[str, int, int]]) -> bool:
+        """Take every message waiting from ``worker``; False when its pipe is closed."""
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                if message[0] == "epoch":
+                    events.append((message[1], message[2], message[3]))
+                elif message[0] == "outcome" and message[1] == worker.key:
+                    outcomes.append((message[1], message[2]))
+                    worker.key = None
+        except (EOFError, OSError):
+            return False
+        except Exception as err:  # a garbled message: treat the worker as lost
+            log.warning("unreadable message from pool worker %s: %r", worker.process.pid, err)
+            return False
+        return True
+
+    def interrupt(self) -> None:
+        """Set the stop flag and send SIGINT to each busy worker (its task checkpoints)."""
+        self._stop.set()
+        for worker in self._workers:
+            if worker.key is not None and worker.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signal.SIGINT)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def shutdown(self, *, hard: bool = False) -> None:
+        """Ask every worker to exit after its job and reap them; a worker still busy after
+        a few seconds is killed. ``hard``: kill every worker at once."""
+        for worker in self._workers:
+            if hard:
+                worker.process.kill()
+            else:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)
+        deadline = time.monotonic() + _EXIT_GRACE_SECONDS
+        for worker in self._workers:
+            # an idle worker may still be warming up (importing torch): no need to wait for it
+            grace = deadline - time.monotonic() if worker.key is not None else _IDLE_GRACE_SECONDS
+            worker.process.join(timeout=max(0.0, grace))
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._workers = []
