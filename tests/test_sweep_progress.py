@@ -85,10 +85,12 @@ class TestSweepProgress:
         assert shown.text().startswith("runs 1/2 · epochs 16/30 · ETA ")
 
     def test_eta_uses_epochs_trained_in_this_sweep(self) -> None:
-        """A resumed run's earlier epochs set a baseline; the rate counts only new ones."""
+        """A resumed run's earlier epochs set a baseline; the rate counts only new ones, from
+        the first count heard (the workers' start-up is not in the rate)."""
         clock = FakeClock()
         shown = SweepProgress({"a": 100}, enabled=False, clock=clock)
         assert shown.eta_seconds() is None and "ETA ?" in shown.text()
+        clock.now += 5.0  # workers starting
         shown.epoch("a", 40, 100)  # resumed at 40: not trained now
         clock.now += 10.0
         shown.epoch("a", 50, 100)  # 10 epochs in 10 s, 50 left

@@ -11,7 +11,8 @@ Resume semantics (the same for ``local`` and ``ray``):
 * finished runs (``done``, ``diverged``) are skipped;
 * a run that was running when a sweep died resumes from its last checkpoint
   (``<checkpoint_dir>/<config_hash>.pt``);
-* a failed run is retried up to ``retries`` times, then reported; the sweep goes on past it;
+* a failed run is retried up to ``retries`` times, then reported; the sweep goes on past it
+  (a local pool worker that dies costs only the run it held an attempt);
 * Ctrl-C (SIGINT) or SIGTERM: running runs checkpoint and go back to ``pending``, the summary
   says so, and the same call resumes. A second Ctrl-C stops at once (runs still go back to
   ``pending`` and resume from their last periodic checkpoint).
@@ -147,8 +148,10 @@ def run_sweep(
             ``<store folder>/checkpoints``. On a Ray cluster it must be shared storage that
             every node sees at the same path.
         ray_address: Ray cluster address; ``None`` starts a local Ray instance.
-        progress: A progress bar on stderr; ``None`` shows one when stderr is a terminal
-            (otherwise each finished run is logged on one line).
+        progress: A rich bar on stderr counting runs and epochs with an ETA; ``None`` shows
+            one when stderr is a terminal, otherwise (and with ``False``) INFO log lines say
+            each finished run and, at most every 30 s, the epoch counts
+            (:mod:`dropoutlab.sweep_progress`).
 
     Returns:
         The :class:`SweepSummary`; check ``summary.ok`` / ``summary.exit_code``.

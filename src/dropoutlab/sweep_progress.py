@@ -12,8 +12,9 @@ and the display reads, e.g., ``runs 2/6 · epochs 137/360 · ETA 3m10s``.
 
 A run's epoch total is its ``config.epochs``; a task that never reports epochs (or an executor
 that cannot forward them) still moves the count when it finishes. The ETA divides the epochs
-left by the rate of epochs trained in this sweep so far (epochs a resumed run had done before
-do not count towards the rate); before any epoch is heard it uses finished runs instead.
+left by the rate of epochs trained in this sweep since the first epoch count arrived (so the
+workers' start-up is not in it; epochs a resumed run had done before do not count); before
+any epoch is heard it uses finished runs instead.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class SweepProgress:
         self.started = clock()
         self._last_line = self.started
         self._last_shown = -1
+        self._rate_start: float | None = None  # when the first epoch count arrived
         self._bar: Any = None
         self._console: Any = None
         self._task: Any = None
@@ -88,6 +90,8 @@ class SweepProgress:
         cap = self.totals[key] or total
         done = max(0, min(int(done), cap))
         before = self.done.get(key)
+        if self._rate_start is None:
+            self._rate_start = self.clock()  # workers are warm: the rate is measured from here
         if before is not None and done > before:
             self.gained += done - before
         self.done[key] = done
@@ -110,8 +114,9 @@ class SweepProgress:
     def eta_seconds(self) -> float | None:
         """Seconds left at the rate so far, or ``None`` before there is a rate."""
         elapsed = self.clock() - self.started
-        if self.gained > 0:
-            return elapsed * (self.epochs_total - self.epochs_done) / self.gained
+        if self.gained > 0 and self._rate_start is not None:
+            rate = self.gained / max(self.clock() - self._rate_start, 1e-9)
+            return (self.epochs_total - self.epochs_done) / rate
         if self.runs_finished > 0:
             return elapsed * (len(self.totals) - self.runs_finished) / self.runs_finished
         return None
