@@ -126,10 +126,6 @@ class LocalExecutor(Executor):
         """Stop the workers; ``hard`` kills them without waiting."""
         self._pool.shutdown(hard=hard)
 
-    def worker_pids(self) -> list[int]:
-        """Process ids of the current workers (tests kill one to check recovery)."""
-        return self._pool.pids
-
 
 # ------------------------------------------------------------------------------------ Ray
 def _execute_reporting(queue: Any, key: str, task: str, config: dict[str, Any],

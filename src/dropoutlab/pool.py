@@ -242,11 +242,6 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.process.pid, signal.SIGINT)
 
-    @property
-    def pids(self) -> list[int]:
-        """Process ids of the current workers."""
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
-
     def shutdown(self, *, hard: bool = False) -> None:
         """Ask every worker to exit after its job and reap them; a worker still busy after
         a few seconds is killed. ``hard``: kill every worker at once."""
