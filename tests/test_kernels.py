@@ -434,3 +434,15 @@ class TestBench:
 
         args = build_parser().parse_args(["bench", "--no-write", "--skip-mnist"])
         assert args.command == "bench" and args.no_write and args.skip_mnist
+
+    def test_cpu_epoch_cost_cancels_setup(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """(cost(3 epochs) − cost(1 epoch)) / 2 removes the fixed setup cost."""
+        from dropoutlab.kernels import _bench_training
+
+        now = [0.0]
+        monkeypatch.setattr(_bench_training.time, "thread_time", lambda: now[0])
+
+        def fake_run(epochs: int) -> None:
+            now[0] += 5.0 + 1.5 * epochs  # 5 s of setup, 1.5 s per epoch
+
+        assert _bench_training._cpu_seconds_per_epoch(fake_run, 3) == pytest.approx(1.5)

@@ -21,6 +21,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--peer", type=Path, default=None,
                         help="path of the plain-PyTorch MNIST script "
                              "(default: benchmarks/mnist_plain_torch.py)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time single-threaded CPU time instead of wall time (a per-core "
+                             "comparison that stays meaningful on a busy machine)")
     parser.set_defaults(handler=run)
 
 
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"… {message}", file=sys.stderr, flush=True)
 
-    report = bench.run(mnist=not args.skip_mnist, peer=args.peer, progress=progress)
+    report = bench.run(mnist=not args.skip_mnist, peer=args.peer, cpu_time=args.cpu_time,
+                       progress=progress)
     print(report, end="")
     if not args.no_write:
         args.output.write_text(report, encoding="utf-8")

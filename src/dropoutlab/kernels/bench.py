@@ -45,6 +45,10 @@ __all__ = ["Row", "Timing", "render", "run", "time_side_by_side"]
 SHAPES = ((100, 1024), (100, 2048), (4096, 4096))
 P_DROP = 0.5
 
+# The clock every timing uses: wall time, or (``run(cpu_time=True)``) the CPU time of the one
+# thread that does all the work when torch runs single-threaded, which other load barely moves.
+clock: Callable[[], float] = time.perf_counter
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -81,17 +85,17 @@ def time_side_by_side(
     for name, fn in fns.items():
         for _ in range(warmup):
             fn()
-        start = time.perf_counter()
+        start = clock()
         fn()
-        once = max(time.perf_counter() - start, 1e-7)
+        once = max(clock() - start, 1e-7)
         loops[name] = max(1, math.ceil(min_sample_s / once))
     per_call: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(samples):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(loops[name]):
                 fn()
-            per_call[name].append((time.perf_counter() - start) / loops[name])
+            per_call[name].append((clock() - start) / loops[name])
     result = {}
     for name, values in per_call.items():
         q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
@@ -244,7 +248,7 @@ def render(rows: list[Row], facts: dict[str, str], notes: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def run(*, mnist: bool = True, peer: Path | None = None,
+def run(*, mnist: bool = True, peer: Path | None = None, cpu_time: bool = False,
         progress: Callable[[str], None] | None = None) -> str:
     """Run the whole suite and return the Markdown report (see the module docstring).
 
@@ -252,9 +256,24 @@ def run(*, mnist: bool = True, peer: Path | None = None,
         mnist: Include the quick-MNIST epoch comparison (needs the MNIST data).
         peer: Path of the plain-PyTorch MNIST script; None looks for
             ``benchmarks/mnist_plain_torch.py`` in the working directory and the source tree.
+        cpu_time: Measure single-threaded CPU time instead of wall time (torch limited to one
+            thread): a per-core comparison that stays meaningful on a busy machine.
         progress: Called with a short message before each part.
     """
-    say = progress or (lambda message: None)
+    global clock
+    threads = torch.get_num_threads()
+    if cpu_time:
+        torch.set_num_threads(1)
+        clock = time.thread_time
+    try:
+        return _run(mnist, peer, cpu_time, progress or (lambda message: None))
+    finally:
+        torch.set_num_threads(threads)
+        clock = time.perf_counter
+
+
+def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], None]) -> str:
+    """The body of :func:`run`, with the clock and thread count already set."""
     kernels.available()  # compile (or load) before anything is timed
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     say("memory bandwidth (large copy)")
@@ -269,7 +288,7 @@ def run(*, mnist: bool = True, peer: Path | None = None,
     spreads += step_spreads
     if mnist:
         say("quick MNIST epoch (dropoutlab.train vs the plain PyTorch script)")
-        rows.append(training.mnist_row(peer))
+        rows.append(training.mnist_row(peer, cpu_time=cpu_time))
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     notes = [
         f"bandwidth bound: a float32 copy_ of 2^25 elements into a preallocated tensor ran at "
@@ -284,6 +303,9 @@ def run(*, mnist: bool = True, peer: Path | None = None,
         f"{load_end:.2f} at the end, on {os.cpu_count()} logical CPUs.",
     ]
     facts = _machine()
+    if cpu_time:
+        facts["clock"] = ("CPU time of one thread (torch.get_num_threads() = 1): a per-core "
+                          "comparison, not the multi-threaded speed")
     cpus = os.cpu_count() or 1
     if max(load_start, load_end) > 0.5 * cpus:
         facts["warning"] = (
