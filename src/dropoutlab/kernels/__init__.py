@@ -33,6 +33,7 @@ from dropoutlab.kernels._build import KernelBuildError, Library, build
 __all__ = [
     "KernelBuildError",
     "available",
+    "drop_threshold",
     "dropout",
     "gaussian_dropout",
     "library",
