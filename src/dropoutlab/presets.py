@@ -27,6 +27,13 @@ def mnist_dropout_maxnorm() -> RunConfig:
     0.5 → 0.99 over 5,000 updates, learning rate 1.0 decaying ×0.95 per epoch (He-normal
     init: 3.0 kills units in the first epoch), batch 100, 80 epochs, and the paper's final
     protocol of training on train + validation (the validation split tuned it).
+
+    Measured (seed 0, torch 2.13 CPU, one thread, on a 2-core machine shared with other jobs):
+    1.25 % test error after 80 epochs (≤ 1.25 % from epoch 38 on, 1.22–1.27 % over epochs
+    40–80); 8.1 s per epoch when the machine was quiet (≈ 11 minutes for the run), 1,600 s
+    wall-clock under load. Command::
+
+        dropoutlab train --preset mnist-dropout-maxnorm --threads 1 --out runs/mnist
     """
     return with_changes(RunConfig(), {
         "data.dataset": "mnist",
