@@ -140,8 +140,8 @@ class DatasetSize:
         if runs:
             cfg = runs[0].config
             analysis.notes.append(
-                f"net 784-{'-'.join(map(str, cfg['model']['hidden']))}-10 (paper: "
-                "784-1024-1024-2048-10); epochs and batch size per size: " + ", ".join(
+                f"hidden layers {'-'.join(map(str, cfg['model']['hidden']))} (paper: "
+                "1024-1024-2048); epochs and batch size per size: " + ", ".join(
                     f"{config_value(r, 'data.train_size')}: {r.config['epochs']} ep × batch "
                     f"{r.config['optim']['batch_size']}" for r in self._one_per_size(runs)))
         if (note := status_note(records)) is not None:

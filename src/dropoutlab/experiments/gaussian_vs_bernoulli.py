@@ -121,7 +121,7 @@ class GaussianVsBernoulli:
         if records:
             cfg = records[0].config
             analysis.notes.append(
-                f"net 784-{'-'.join(map(str, cfg['model']['hidden']))}-10 (paper: 2×1024); "
+                f"hidden layers {'-'.join(map(str, cfg['model']['hidden']))} (paper: 2×1024); "
                 f"{cfg['data']['dataset']} train_size={cfg['data']['train_size']}, "
                 f"{cfg['epochs']} epochs")
         if (note := status_note(records)) is not None:

@@ -192,7 +192,7 @@ class OverfittingCurves:
         if not records:
             return "no runs stored yet"
         cfg = records[0].config
-        return (f"net 784-{'-'.join(str(w) for w in cfg['model']['hidden'])}-10 "
+        return (f"hidden layers {'-'.join(str(w) for w in cfg['model']['hidden'])} "
                 f"(paper: large nets such as 3×1024), {cfg['data']['dataset']} with "
                 f"train_size={cfg['data']['train_size']}, {cfg['epochs']} epochs, max-norm off "
                 "in both variants so that only dropout differs")

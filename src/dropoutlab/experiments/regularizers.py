@@ -161,11 +161,11 @@ class Regularizers:
         if records:
             cfg = records[0].config
             analysis.notes.append(
-                f"net 784-{'-'.join(map(str, cfg['model']['hidden']))}-10 (paper: "
-                f"784-1024-1024-2048-10); {cfg['data']['dataset']} train_size="
+                f"hidden layers {'-'.join(map(str, cfg['model']['hidden']))} (paper: "
+                f"1024-1024-2048); {cfg['data']['dataset']} train_size="
                 f"{cfg['data']['train_size']}, {cfg['epochs']} epochs; L2 under L1 and "
                 f"KL-sparsity fixed at {FIXED_L2:g}, L1 from the last third of training, "
-                "KL target 0.05")
+                f"KL target {cfg['optim']['kl_target']:g}")
         if (note := status_note(records)) is not None:
             analysis.notes.append(note)
         return analysis
