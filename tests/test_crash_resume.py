@@ -66,6 +66,12 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren…: pool workers are the fork server's children, not the driver's."""
+    found = children(pid)
+    return found + [d for child in found for d in descendants(child)]
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -110,7 +116,8 @@ def test_sigkill_mid_sweep_then_same_command_finishes_each_run_once(tmp_path: Pa
         return statuses(store)["done"] >= 2 and any(ckpt.glob("*.pt"))
 
     wait_for(mid_run, 120, proc)
-    workers = children(proc.pid)
+    workers = descendants(proc.pid)
+    assert len(workers) >= 2  # at least the two pool workers (and the fork server)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     before = {r.config_hash: r for r in Store(store).records()}

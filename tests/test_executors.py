@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 import sys
+import time
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,21 @@ def item(key: str, task: str, seed: int = 0, epochs: int = 2, ckpt: str | None =
          ) -> WorkItem:
     return WorkItem(key, f"sweep_tasks:{task}", RunConfig(epochs=epochs, seed=seed).to_dict(),
                     ckpt, 1)
+
+
+def env_task(config: RunConfig, *, checkpoint_path: Path | None = None,
+             resume: bool = False) -> dict[str, Any]:
+    """A task reporting what its worker sees of the environment."""
+    from dropoutlab import backend
+
+    return {"status": "done", "extras": {
+        "mark": os.environ.get("DROPOUTLAB_TEST_MARK"),
+        "gone": os.environ.get("DROPOUTLAB_TEST_GONE"),
+        "backend": backend.get_backend()}}
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def collect(executor: Any, n: int, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
@@ -118,6 +136,61 @@ class TestLocalExecutor:
         finally:
             executor.shutdown()
         assert "stopped 0 " in (tmp_path / "task.log").read_text()
+
+    def test_workers_see_the_environment_of_now_not_of_the_fork_server(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Variables set or removed after the fork server started reach the next workers, and
+        dropoutlab's import-time settings (DROPOUTLAB_BACKEND) follow them."""
+        monkeypatch.setenv("DROPOUTLAB_TEST_GONE", "still here")
+        monkeypatch.delenv("DROPOUTLAB_BACKEND", raising=False)
+        first = LocalExecutor(workers=1)  # starts the fork server with today's environment
+        try:
+            first.submit(WorkItem("a", "test_executors:env_task", RunConfig().to_dict(), None, 1))
+            assert collect(first, 1)["a"]["extras"] == {
+                "mark": None, "gone": "still here", "backend": "auto"}
+        finally:
+            first.shutdown()
+        monkeypatch.setenv("DROPOUTLAB_TEST_MARK", "set later")
+        monkeypatch.delenv("DROPOUTLAB_TEST_GONE")
+        monkeypatch.setenv("DROPOUTLAB_BACKEND", "torch")
+        second = LocalExecutor(workers=1)
+        try:
+            second.submit(WorkItem("b", "test_executors:env_task", RunConfig().to_dict(), None,
+                                   1))
+            assert collect(second, 1)["b"]["extras"] == {
+                "mark": "set later", "gone": None, "backend": "torch"}
+        finally:
+            second.shutdown()
+
+    @pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods()
+                        or not Path("/proc/self/stat").exists(),
+                        reason="needs a fork server and /proc")
+    def test_a_dead_fork_server_does_not_fail_running_jobs(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """SIGTERM to the fork server (as a signal to the driver's process group would do):
+        the worker it forked finishes its run once, and the pool still starts new workers."""
+        log = tmp_path / "task.log"
+        monkeypatch.setenv("FAKE_TASK_LOG", str(log))
+        monkeypatch.setenv("FAKE_TASK_SLEEP", "0.05")
+        executor = LocalExecutor(workers=1)
+        try:
+            executor.submit(item("a", "fake_train", epochs=30))
+            deadline = time.monotonic() + 30
+            while "start 0 " not in (log.read_text() if log.exists() else ""):
+                assert time.monotonic() < deadline, "the job never started"
+                time.sleep(0.02)
+            worker = int(log.read_text().split()[2])
+            server = parent_pid(worker)
+            assert server != os.getpid()
+            os.kill(server, signal.SIGTERM)
+            outcome = collect(executor, 1)["a"]
+            assert outcome["status"] == "done", outcome["error"]
+            assert log.read_text().count("start 0 ") == 1
+            executor.submit(item("b", "fake_train", seed=1))
+            assert collect(executor, 1)["b"]["status"] == "done"
+        finally:
+            executor.shutdown()
+        assert log.read_text().count("start 1 ") == 1
 
     def test_oversubscription_is_refused(self) -> None:
         """workers × threads beyond the cores is an error naming both arguments."""

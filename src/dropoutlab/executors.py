@@ -5,11 +5,12 @@ Both executors take plain work items — ``(task, config dict, checkpoint path, 
 writes the store (so on a Ray cluster the store never has to be on a shared disk; checkpoints,
 which workers write, do).
 
-* :class:`LocalExecutor`: ``workers`` spawned processes (:mod:`dropoutlab.pool`), ``threads``
-  torch threads each, ``workers × threads ≤ cores``, warm and alive for the whole sweep. Each
-  finished epoch is forwarded to the driver (:meth:`Executor.epoch_events`); a worker that dies
-  fails only the run it held. Ctrl-C reaches only the driver, which forwards one SIGINT to each
-  busy worker so its task checkpoints and stops; orphaned workers exit by themselves.
+* :class:`LocalExecutor`: ``workers`` processes forked from a fork server that imported torch
+  once (:mod:`dropoutlab.pool`), ``threads`` torch threads each, ``workers × threads ≤ cores``,
+  warm and alive for the whole sweep. Each finished epoch is forwarded to the driver
+  (:meth:`Executor.epoch_events`); a worker that dies fails only the run it held. Ctrl-C
+  reaches only the driver, which forwards one SIGINT to each busy worker so its task
+  checkpoints and stops; orphaned workers exit by themselves.
 * :class:`RayExecutor`: one Ray task per job (``num_cpus=threads``, no Ray-level retries: the
   sweep's ``--retries`` decide). ``address=None`` starts a private local Ray instance. Epochs
   reach the driver through a small Ray queue actor. :meth:`RayExecutor.interrupt` cancels with

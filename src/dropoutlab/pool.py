@@ -10,15 +10,28 @@ buys three things:
 * **A dead worker costs only its own run.** When a worker dies (SIGKILL, the OOM killer,
   ``os._exit``), the run it held fails (and may be retried); the other workers and their runs
   carry on, and a fresh worker takes the dead one's place.
-* **Warm start.** Each worker, as soon as it starts and before its first job, imports torch,
-  sets its thread count and imports the modules the sweep's jobs need (task modules, data
-  loaders' libraries), so that cost is paid once per worker, in parallel, and is not counted in
-  the first run's recorded ``seconds``.
+* **Cheap start.** Workers are forked from a ``multiprocessing`` fork server that imported
+  torch and numpy (and sklearn's data sets when the sweep uses digits) once, before it ever ran
+  torch work: a fork after torch's thread pools have run is unsafe, a fork of a process that
+  only imported torch is not. A worker then costs a fork and a few dropoutlab imports instead of
+  ~2 CPU-seconds of imports. The server is one per driver process and stays up between sweeps,
+  so only the first pool of a process pays for its imports. What a spawned child would inherit
+  and a forked one would not see (the driver's environment *now*: ``DROPOUTLAB_*`` variables,
+  a test's ``monkeypatch.setenv``) is sent to each worker when it starts, with its torch thread
+  count; ``sys.path`` and the working directory travel through ``multiprocessing`` itself.
+  The server imports no dropoutlab module; task modules are imported by each worker after its
+  environment is set, and the one dropoutlab setting read at import (``DROPOUTLAB_BACKEND``)
+  is read again then. Where there is no fork server (Windows), workers are spawned and
+  import everything themselves.
 
 Signals: workers live in their own process group (a terminal's Ctrl-C reaches only the
 driver, which forwards one SIGINT to each busy worker so its task checkpoints and stops),
-ignore SIGINT while idle, and exit by themselves if the driver dies (even by SIGKILL), so an
-orphan never keeps writing a checkpoint another sweep resumes from.
+ignore SIGINT while idle, and exit by themselves if the driver dies (even by SIGKILL: each
+holds the read end of a pipe only the driver writes to, which reads as closed once the driver is
+gone), so an orphan never keeps writing a checkpoint another sweep resumes from. The fork server
+ignores SIGINT; if it dies (a SIGTERM sent to the driver's whole process group) while the driver
+lives, the workers it forked live on and finish their runs: a worker counts as dead only when
+its pipe closes or its process is gone.
 
 Messages from a worker: ``("epoch", key, done, total)`` and ``("outcome", key, outcome)``; to a
 worker: a :class:`~dropoutlab.executors.WorkItem`, or ``None`` to exit.
@@ -33,7 +46,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import connection
 from typing import Any
@@ -44,7 +57,10 @@ __all__ = ["WorkerPool", "lost_outcome"]
 
 log = logging.getLogger(__name__)
 
-_ORPHAN_CHECK_SECONDS = 0.5
+# Modules the fork server imports: heavy third-party libraries that start no torch work when
+# imported. ``_SERVER_OPTIONAL`` ones are preloaded only when a sweep's jobs need them.
+_SERVER_PRELOAD = ("numpy", "torch")
+_SERVER_OPTIONAL = frozenset({"sklearn.datasets"})
 _EXIT_GRACE_SECONDS = 5.0  # a soft shutdown waits this long for busy workers to finish
 _IDLE_GRACE_SECONDS = 0.5  # ... and this long for an idle one to exit before killing it
 
@@ -71,22 +87,45 @@ def _warm_up(threads: int, modules: Sequence[str]) -> None:
             log.debug("warm-up import of %s failed: %s", name, err)
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit at once when the driver is gone (killed): an orphan must stop writing."""
-    while True:
-        time.sleep(_ORPHAN_CHECK_SECONDS)
-        if os.getppid() != parent_pid:
-            os._exit(70)
+def _watch_driver(alive: Any) -> None:
+    """Exit at once when the driver is gone (even killed): an orphan must stop writing.
+
+    The driver never writes to ``alive``; it becomes readable (end of file) only when the
+    driver's end closes, which the kernel does when the driver dies.
+    """
+    with contextlib.suppress(Exception):
+        connection.wait([alive])
+    os._exit(70)
 
 
-def _worker_main(conn: Any, stop: Any, parent_pid: int, threads: int,
-                 modules: Sequence[str]) -> None:
+def _adopt_environment(env: Mapping[str, str]) -> str | None:
+    """Replace this process's environment by the driver's (as a spawned child would see it).
+
+    Unpickling this worker's arguments imported the ``dropoutlab`` package under the fork
+    server's environment, so the one setting it reads at import time, ``DROPOUTLAB_BACKEND``
+    (:mod:`dropoutlab.backend`), is read again. Returns an error message when it is invalid
+    (each job then fails with it), else ``None``.
+    """
+    os.environ.clear()
+    os.environ.update(env)
+    from dropoutlab import backend
+
+    try:
+        backend.set_backend(os.environ.get("DROPOUTLAB_BACKEND", "auto"))
+    except ValueError as err:
+        return f"environment variable DROPOUTLAB_BACKEND: {err}"
+    return None
+
+
+def _worker_main(conn: Any, alive: Any, stop: Any, threads: int, modules: Sequence[str],
+                 env: Mapping[str, str]) -> None:
     """A worker's life: set up, warm up, then run the jobs the driver sends until ``None``."""
     with contextlib.suppress(OSError):  # not permitted on some platforms
         os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="dropoutlab-orphan-watch",
+    threading.Thread(target=_watch_driver, args=(alive,), name="dropoutlab-orphan-watch",
                      daemon=True).start()
+    setup_error = _adopt_environment(env)  # before the task modules are imported
     _warm_up(threads, modules)
     from dropoutlab import train
 
@@ -102,6 +141,9 @@ def _worker_main(conn: Any, stop: Any, parent_pid: int, threads: int,
             with _sigint_held():  # a Ctrl-C mid-send would leave half a message in the pipe
                 conn.send(("epoch", key, int(done), int(total)))
 
+        if setup_error is not None:
+            conn.send(("outcome", item.key, lost_outcome("failed", setup_error)))
+            continue
         previous = train.set_epoch_listener(forward)
         try:
             outcome = _run_one(item, stop)
@@ -137,16 +179,48 @@ def _run_one(item: Any, stop: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ driver side
+def _context(modules: Sequence[str]) -> Any:
+    """The fork-server context preloading torch (and ``modules`` it may), else spawn.
+
+    Never plain fork: the driver has usually run torch work, whose thread pools do not survive
+    a fork. The preload list only takes effect when the process's fork server (re)starts.
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        [*_SERVER_PRELOAD, *(name for name in modules if name in _SERVER_OPTIONAL)])
+    return context
+
+
+def _running(pid: int | None) -> bool:
+    """Whether process ``pid`` exists (a zombie counts)."""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class _Worker:
     process: Any
     conn: Any
     key: str | None = None  # the job it runs, None when idle
     started: float = field(default_factory=time.monotonic)
+    # False once the fork server that reports this worker's exit is gone (the worker is not);
+    # its death then shows only as its pipe closing.
+    sentinel_valid: bool = True
 
 
 class WorkerPool:
-    """``workers`` long-lived spawned processes, each running one job at a time.
+    """``workers`` long-lived worker processes, each running one job at a time.
 
     Args:
         workers: Processes.
@@ -155,21 +229,21 @@ class WorkerPool:
     """
 
     def __init__(self, workers: int, threads: int, warm_modules: Sequence[str] = ()) -> None:
-        import multiprocessing
-
-        # spawn, never fork: the driver has imported torch, whose thread pools do not survive
-        # a fork.
-        self._context = multiprocessing.get_context("spawn")
+        self._modules = tuple(dict.fromkeys(warm_modules))
+        self._context = _context(self._modules)
+        self._forked = self._context.get_start_method() == "forkserver"
         self._stop = self._context.Event()
         self._threads = threads
-        self._modules = tuple(dict.fromkeys(warm_modules))
+        # Workers hold the read end; this process alone holds the write end and never writes.
+        self._alive_r, self._alive_w = self._context.Pipe(duplex=False)
         self._workers = [self._start() for _ in range(workers)]
 
     def _start(self) -> _Worker:
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_worker_main, name="dropoutlab-worker",
-            args=(theirs, self._stop, os.getpid(), self._threads, self._modules))
+            args=(theirs, self._alive_r, self._stop, self._threads, self._modules,
+                  dict(os.environ)))
         process.start()
         theirs.close()  # the worker holds its end; a dead worker then reads as EOF here
         return _Worker(process, ours)
@@ -196,17 +270,23 @@ class WorkerPool:
         """
         outcomes: list[tuple[str, dict[str, Any]]] = []
         events: list[tuple[str, int, int]] = []
-        watched = [w.conn for w in self._workers] + [w.process.sentinel for w in self._workers]
+        watched = [w.conn for w in self._workers] + [
+            w.process.sentinel for w in self._workers if w.sentinel_valid]
         ready = set(connection.wait(watched, timeout))
         for index, worker in enumerate(list(self._workers)):
             alive = self._read(worker, outcomes, events)
-            if worker.process.sentinel in ready or not alive:
-                worker.process.join(timeout=1.0)
-                if worker.process.exitcode is None:  # pipe broken but still running: end it
-                    worker.process.kill()
-                    worker.process.join()
+            if alive and worker.process.sentinel in ready:
+                if self._forked and _running(worker.process.pid):
+                    # the sentinel is the fork server's pipe: the server died, the worker lives
+                    log.warning("the fork server died; pool worker %d carries on",
+                                worker.process.pid)
+                    worker.sentinel_valid = False
+                else:
+                    alive = False
+            if not alive:
+                self._kill(worker)  # pipe broken but maybe still running: end it
                 if worker.key is not None:
-                    code = worker.process.exitcode
+                    code = worker.process.exitcode if worker.sentinel_valid else "unknown"
                     outcomes.append((worker.key, lost_outcome(
                         "failed", f"the worker process died (exit code {code}: killed, or out "
                         f"of memory) while running this job")))
@@ -215,6 +295,26 @@ class WorkerPool:
                 worker.conn.close()
                 self._workers[index] = self._start()
         return outcomes, events
+
+    def _kill(self, worker: _Worker) -> None:
+        """SIGKILL ``worker`` if it may still run, and reap it."""
+        if worker.process.exitcode is None or not worker.sentinel_valid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.join(timeout=1.0)
+
+    def _exited(self, worker: _Worker, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for ``worker`` to exit; True when it has."""
+        if worker.sentinel_valid:
+            worker.process.join(timeout=timeout)
+            return worker.process.exitcode is not None
+        deadline = time.monotonic() + timeout
+        try:  # without its sentinel a worker's exit shows as its pipe's end of file
+            while connection.wait([worker.conn], max(0.0, deadline - time.monotonic())):
+                worker.conn.recv()  # a last outcome nobody waits for any more
+        except (EOFError, OSError):
+            return True
+        return False
 
     def _read(self, worker: _Worker, outcomes: list[tuple[str, dict[str, Any]]],
               events: list[tuple[str, int, int]]) -> bool:
@@ -247,7 +347,7 @@ class WorkerPool:
         a few seconds is killed. ``hard``: kill every worker at once."""
         for worker in self._workers:
             if hard:
-                worker.process.kill()
+                self._kill(worker)
             else:
                 with contextlib.suppress(OSError):
                     worker.conn.send(None)
@@ -255,9 +355,8 @@ class WorkerPool:
         for worker in self._workers:
             # an idle worker may still be warming up (importing torch): no need to wait for it
             grace = deadline - time.monotonic() if worker.key is not None else _IDLE_GRACE_SECONDS
-            worker.process.join(timeout=max(0.0, grace))
-            if worker.process.exitcode is None:
-                worker.process.kill()
-                worker.process.join()
+            if not self._exited(worker, max(0.0, grace)):
+                self._kill(worker)
             worker.conn.close()
         self._workers = []
+        self._alive_w.close()  # any worker still alive now exits by itself
