@@ -15,6 +15,7 @@ from dropoutlab import recipe
 from dropoutlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.presets import smoke
+from dropoutlab.results import generalization_gap
 from dropoutlab.train import RunResult, diagnose, make_generators, run_task, train
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_error", "val_loss", "val_error", "test_error",
@@ -259,3 +260,18 @@ class TestDiagnose:
         """Without validation numbers both are None."""
         rows = [{"epoch": 1, "val_loss": None, "val_error": None}]
         assert diagnose(rows) == {"best_epoch": None, "overfitting_onset": None}
+
+    def test_generalization_gap_uses_validation_else_test(self) -> None:
+        """Gap = validation error − train error; test error stands in without validation."""
+        assert generalization_gap(3.0, 9.0, 1.0) == 2.0
+        assert generalization_gap(None, 9.0, 1.0) == 8.0
+        assert generalization_gap(None, None, 1.0) is None
+        assert generalization_gap(3.0, 9.0, None) is None
+
+    def test_results_are_reexported_from_train(self) -> None:
+        """``dropoutlab.train`` keeps exporting the very objects that live in results."""
+        from dropoutlab import results
+        from dropoutlab import train as train_module
+
+        assert train_module.RunResult is results.RunResult
+        assert train_module.diagnose is results.diagnose

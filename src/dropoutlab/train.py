@@ -16,11 +16,9 @@ network at the end of the epoch. The result's ``train_error`` is the weight-scal
 the whole training split at the end. Errors are percentages for classifiers; for the
 autoencoder every ``*_error`` is the mean squared reconstruction error per pixel, like its loss.
 
-Diagnosis (:func:`diagnose`): ``best_epoch`` has the lowest validation error;
-``overfitting_onset`` is the first epoch after the validation-loss minimum, provided the loss
-stays more than 1% above that minimum in every later epoch (at least two of them), else None;
-``generalization_gap`` is final validation (or, without validation, test) error minus the
-final training error.
+The result (:class:`~dropoutlab.results.RunResult`) and its under/overfitting diagnosis
+(:func:`~dropoutlab.results.diagnose`: best epoch, overfitting onset, generalization gap) live in
+:mod:`dropoutlab.results`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +41,13 @@ from dropoutlab import recipe
 from dropoutlab.checkpoint import CheckpointError, StopRequest, load_checkpoint, save_checkpoint
 from dropoutlab.config import RunConfig, config_hash
 from dropoutlab.models import build_model, set_dropout_generator
+from dropoutlab.results import RunResult, diagnose, generalization_gap
 
 __all__ = ["RunResult", "diagnose", "evaluate", "make_generators", "report_epoch", "run_task",
            "set_epoch_listener", "train"]
 
 log = logging.getLogger(__name__)
 
-_RISE_TOLERANCE = 0.01  # relative rise of validation loss that counts as overfitting
-_RISE_EPOCHS = 2  # ... sustained for at least this many epochs after the minimum
 _EVAL_BATCH = 8192  # rows per evaluation pass: big batches, bounded memory
 
 # -- epoch hook (for the sweep engine's progress; one listener per process) ---------------------
@@ -86,64 +82,6 @@ def report_epoch(epochs_done: int, total_epochs: int) -> None:
         listener(epochs_done, total_epochs)
     except Exception:  # progress is cosmetic; the run must go on
         log.debug("epoch listener failed", exc_info=True)
-
-
-@dataclass
-class RunResult:
-    """What one training run produced (the config is an input; everything else is measured).
-
-    Attributes:
-        config: The resolved run config.
-        status: ``"done"`` or ``"diverged"`` (non-finite loss). :func:`train` raises
-            ``KeyboardInterrupt`` when stopped, so ``"interrupted"`` is only written by callers
-            that record a stopped run (its checkpoint holds the partial history).
-        test_error, val_error, train_error: Final errors in percent (reconstruction MSE for the
-            autoencoder) of the weight-scaled network; ``val_error`` is None without a
-            validation split; all are None when the run diverged.
-        best_epoch: Epoch (1-based) with the lowest validation error, None without validation.
-        overfitting_onset: First epoch of a lasting rise of the validation loss, or None.
-        generalization_gap: Final validation (else test) error minus final training error.
-        diverged_epoch: Epoch (1-based) in which the loss became non-finite, else None.
-        epochs: Epochs completed.
-        seconds: Wall-clock seconds of training and evaluation (summed over resumed pieces).
-        history: One dict per completed epoch (see the module docstring).
-        model: The trained model, only with ``keep_model=True``; never serialised.
-    """
-
-    config: RunConfig
-    status: str
-    test_error: float | None
-    val_error: float | None
-    train_error: float | None
-    best_epoch: int | None
-    overfitting_onset: int | None
-    generalization_gap: float | None
-    diverged_epoch: int | None
-    epochs: int
-    seconds: float
-    history: list[dict[str, float | int | None]] = field(default_factory=list)
-    model: nn.Module | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of everything but the model."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
-        out["config"] = self.config.to_dict()
-        out["history"] = [dict(row) for row in self.history]
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
-        """Rebuild a result from :meth:`to_dict` output (without a model)."""
-        values: dict[str, Any] = {f.name: d.get(f.name) for f in fields(cls) if f.name != "model"}
-        values["config"] = RunConfig.from_dict(d["config"])
-        values["history"] = [dict(row) for row in d.get("history", [])]
-        return cls(**values)
-
-    def metrics(self) -> dict[str, Any]:
-        """The final numbers, as ``run_task`` returns them."""
-        keys = ("test_error", "val_error", "train_error", "best_epoch", "overfitting_onset",
-                "generalization_gap", "diverged_epoch", "epochs", "seconds")
-        return {key: getattr(self, key) for key in keys}
 
 
 def make_generators(seed: int, device: str | torch.device = "cpu") -> dict[str, torch.Generator]:
@@ -196,22 +134,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     model.train(was_training)
     scale = 1.0 if reconstruct else 100.0
     return loss_sum.item() / len(x), scale * wrong.item() / len(x)
-
-
-def diagnose(history: list[dict[str, Any]]) -> dict[str, int | None]:
-    """Best epoch and overfitting onset from a history (see the module docstring)."""
-    rows = [r for r in history if r.get("val_loss") is not None
-            and math.isfinite(float(r["val_loss"]))]
-    if not rows:
-        return {"best_epoch": None, "overfitting_onset": None}
-    best = min(rows, key=lambda r: (r["val_error"], r["epoch"]))
-    low = min(rows, key=lambda r: (r["val_loss"], r["epoch"]))
-    after = [float(r["val_loss"]) for r in rows if r["epoch"] > low["epoch"]]
-    bar = (1.0 + _RISE_TOLERANCE) * float(low["val_loss"])
-    onset = None
-    if len(after) >= _RISE_EPOCHS and all(loss > bar for loss in after):
-        onset = int(low["epoch"]) + 1
-    return {"best_epoch": int(best["epoch"]), "overfitting_onset": onset}
 
 
 def _weight_norms(model: nn.Module) -> tuple[float, float]:
@@ -508,10 +430,7 @@ class TrainingLoop:
             errors["val"] = _as_float(last.get("val_error"))
             errors["train"] = evaluate(self.model, self.dataset.train_x, self.dataset.train_y,
                                        reconstruct=self.reconstruct)[1]
-        reference = errors["val"] if errors["val"] is not None else errors["test"]
-        gap = None
-        if reference is not None and errors["train"] is not None:
-            gap = reference - errors["train"]
+        gap = generalization_gap(errors["val"], errors["test"], errors["train"])
         return RunResult(
             config=self.config, status=self.status, test_error=errors["test"],
             val_error=errors["val"], train_error=errors["train"],
