@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dropoutlab.config import OptimConfig
+from dropoutlab.constraints import MaxNorm
 from dropoutlab.recipe import MomentumSGD, learning_rate, momentum, penalty
 
 
@@ -103,6 +106,105 @@ class TestMomentumSGD:
         layer(torch.zeros(1, 2)).sum().backward()
         opt.step(lr=0.0, m=0.0)
         assert layer.bias.item() == pytest.approx(100.0)
+
+    @pytest.mark.parametrize("damped", [True, False])
+    @pytest.mark.parametrize("max_norm", [None, 1.5])
+    def test_matches_reference_update(self, damped: bool, max_norm: float | None) -> None:
+        """Eight steps with a changing ε and m equal a per-parameter loop bitwise, and the plain
+        formulas Δw ← mΔw − (1−m)εg (or mΔw − εg), w ← w + Δw in float64 to float32 rounding."""
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 3))
+        loop_model = copy.deepcopy(model)
+        exact_model = copy.deepcopy(model).double()
+        opt = MomentumSGD(model, damped=damped, max_norm=max_norm)
+        loop_v = [torch.zeros_like(q) for q in loop_model.parameters()]
+        exact_v = [torch.zeros_like(q) for q in exact_model.parameters()]
+        constraint = MaxNorm(max_norm) if max_norm is not None else None
+        x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+        for step in range(8):
+            lr, m = 0.5 / (1 + step), 0.5 + 0.05 * step
+            scale = (1 - m) * lr if damped else lr
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step(lr, m)
+            loop_model.zero_grad(set_to_none=True)
+            F.cross_entropy(loop_model(x), y).backward()
+            exact_model.zero_grad(set_to_none=True)
+            F.cross_entropy(exact_model(x.double()), y).backward()
+            with torch.no_grad():
+                for q, v in zip(loop_model.parameters(), loop_v, strict=True):
+                    assert q.grad is not None
+                    v.mul_(m).add_(q.grad, alpha=-scale)
+                    q.add_(v)
+                for q, v in zip(exact_model.parameters(), exact_v, strict=True):
+                    assert q.grad is not None
+                    v.copy_(m * v - scale * q.grad)
+                    q.copy_(q + v)
+            if constraint is not None:
+                constraint(loop_model)
+                constraint(exact_model)
+            for ours, loop, exact in zip(model.parameters(), loop_model.parameters(),
+                                         exact_model.parameters(), strict=True):
+                assert torch.equal(ours, loop), f"step {step}"
+                torch.testing.assert_close(ours.double(), exact, rtol=1e-5, atol=1e-6)
+        for v, v_loop in zip(opt.velocity, loop_v, strict=True):
+            assert torch.equal(v, v_loop)
+
+    def test_zero_grad_frees_gradients_by_default(self) -> None:
+        """The default zero_grad leaves no gradient behind, so backward adopts the new one."""
+        model = nn.Linear(4, 2)
+        opt = MomentumSGD(model)
+        model(torch.randn(5, 4)).sum().backward()
+        opt.zero_grad()
+        assert model.weight.grad is None and model.bias.grad is None
+
+    def test_zero_grad_in_place_keeps_gradients_allocated(self) -> None:
+        """set_to_none=False zeroes the same gradient tensors in place, and the next backward
+        fills them with exactly the fresh gradient (no accumulation across steps)."""
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        opt = MomentumSGD(model)
+        opt.zero_grad(set_to_none=False)  # before any backward: nothing to zero
+        assert model.weight.grad is None
+        x = torch.randn(5, 4)
+        model(x).square().sum().backward()
+        grad = model.weight.grad
+        assert grad is not None
+        first = grad.clone()
+        opt.zero_grad(set_to_none=False)
+        assert model.weight.grad is grad and not bool(grad.any())
+        model(x).square().sum().backward()
+        assert model.weight.grad is grad and torch.equal(grad, first)
+
+    def test_same_updates_either_way_of_zeroing(self) -> None:
+        """Freeing or zeroing gradients gives bitwise the same weights after several steps."""
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
+        other = copy.deepcopy(model)
+        opts = (MomentumSGD(model, max_norm=1.0), MomentumSGD(other, max_norm=1.0))
+        x = torch.randn(12, 5)
+        for step in range(4):
+            for net, opt, free in zip((model, other), opts, (True, False), strict=True):
+                opt.zero_grad(set_to_none=free)
+                net(x).square().mean().backward()
+                opt.step(0.2, 0.5 + 0.1 * step)
+        for a, b in zip(model.parameters(), other.parameters(), strict=True):
+            assert torch.equal(a, b)
+
+    def test_parameter_without_gradient_yet_is_left_alone(self) -> None:
+        """A layer this step's loss does not use has no gradient: its weights and velocity
+        stay untouched while the used layer is updated."""
+        used, unused = nn.Linear(3, 1), nn.Linear(3, 1)
+        model = nn.ModuleList([used, unused])
+        before = unused.weight.detach().clone()
+        opt = MomentumSGD(model, damped=False)
+        for _ in range(2):
+            opt.zero_grad()
+            used(torch.ones(1, 3)).sum().backward()
+            opt.step(0.1, 0.9)
+        assert torch.equal(unused.weight, before)
+        assert not any(bool(v.any()) for v in opt.velocity[2:])
+        assert bool(opt.velocity[0].any())
 
     def test_state_round_trip(self) -> None:
         """Velocities survive state_dict/load_state_dict exactly; a wrong length is rejected."""
