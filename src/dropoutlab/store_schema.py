@@ -112,8 +112,11 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring the store to :data:`SCHEMA_VERSION`, all steps in one transaction."""
     with transaction(db):
         version = db.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
+        if version == 0:
+            log.info("creating store %s (schema %d)", path, SCHEMA_VERSION)
         for step in range(version, SCHEMA_VERSION):
-            log.info("migrating store %s from schema %d to %d", path, step, step + 1)
+            if version > 0:
+                log.info("migrating store %s from schema %d to %d", path, step, step + 1)
             MIGRATIONS[step](db)
             db.execute(f"PRAGMA user_version = {step + 1}")
 
