@@ -97,10 +97,10 @@ def reference_dropout(
     x: torch.Tensor, p: float, factor: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Plain-torch Bernoulli dropout: the oracle every faster path is tested against."""
-    if x.device.type == "cuda" and generator is None:
-        # torch's fused kernel (one pass, mask kept as bool); it always scales by 1/(1-p).
-        out = torch.nn.functional.dropout(x, p, training=True)
-        return out if factor != 1.0 else out * (1.0 - p)
+    if x.device.type == "cuda" and generator is None and factor != 1.0:
+        # torch's fused kernel (one pass, mask kept as bool); it scales kept units by 1/(1-p),
+        # so it serves inverted dropout only: the paper's unscaled form keeps x exactly below.
+        return torch.nn.functional.dropout(x, p, training=True)
     keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)  # 1 = kept
     if factor != 1.0:
         keep.mul_(factor)
