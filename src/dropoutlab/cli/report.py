@@ -12,8 +12,8 @@ import shlex
 import sys
 from typing import Any
 
-from dropoutlab.cli.reproduce import add_experiment_arguments, print_outcome, show_log_lines
-from dropoutlab.cli.sweep_options import add_store_argument
+from dropoutlab.cli.reproduce import add_experiment_arguments, print_outcome
+from dropoutlab.cli.sweep_options import add_store_argument, show_log_lines
 
 
 def register(subparsers: Any) -> None:

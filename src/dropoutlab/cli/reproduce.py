@@ -12,14 +12,18 @@ table of the findings and, last, the path of the report's ``index.html``.
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import shlex
 import shutil
 import sys
 from typing import Any
 
-from dropoutlab.cli.sweep_options import add_sweep_arguments, positive_int, sweep_kwargs
+from dropoutlab.cli.sweep_options import (
+    add_sweep_arguments,
+    positive_int,
+    show_log_lines,
+    sweep_kwargs,
+)
 
 # The budgets of experiments/base.py, spelled out so `--help` stays fast (a test checks).
 BUDGET_CHOICES = ("smoke", "quick", "paper")
@@ -88,17 +92,6 @@ def print_outcome(outcome: Any) -> None:
         print(findings_text(rows, width=min(shutil.get_terminal_size((100, 24)).columns, 160)))
     print()
     print(f"report: {outcome.index.resolve()}")
-
-
-def show_log_lines() -> None:
-    """Print dropoutlab's log lines (per-run progress when stderr is not a terminal, and the
-    traceback of an analysis that failed) on stderr, unless logging is configured already."""
-    logger = logging.getLogger("dropoutlab")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:

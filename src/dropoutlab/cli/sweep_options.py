@@ -80,8 +80,12 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _show_progress_lines() -> None:
-    """When stderr is not a terminal, the sweep's per-run log lines are the progress."""
+def show_log_lines() -> None:
+    """Print dropoutlab's log lines on stderr, unless logging is configured already.
+
+    When stderr is not a terminal, the sweep's per-run lines are the progress; they also carry
+    the traceback of an analysis that failed.
+    """
     logger = logging.getLogger("dropoutlab")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -97,7 +101,7 @@ def run_and_report(jobs: Sequence[Any], args: argparse.Namespace) -> int:
     """
     from dropoutlab.sweep import run_sweep
 
-    _show_progress_lines()
+    show_log_lines()
     summary = run_sweep(jobs, progress=None, **sweep_kwargs(args))
     for line in summary.lines():
         print(line)
