@@ -353,6 +353,56 @@ def _fake_compiler(directory: Path, message: str) -> Path:
     return script
 
 
+class TestMomentumStep:
+    """The one-pass momentum update against torch's three ``_foreach`` passes, bit for bit."""
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("m, s", [(0.0, -0.7), (0.5, -1e-3), (0.95, -10.0), (0.99, 0.123)])
+    def test_bitwise_equal_to_foreach(self, dtype: torch.dtype, m: float, s: float) -> None:
+        gen = torch.Generator().manual_seed(0)
+        shapes = [(1,), (30,), (7, 30), (4097, 3), (300, 200)]  # tails, one and several blocks
+        weights = [torch.randn(shape, generator=gen, dtype=dtype) for shape in shapes]
+        velocity = [torch.randn(shape, generator=gen, dtype=dtype) for shape in shapes]
+        grads = [torch.randn(shape, generator=gen, dtype=dtype) for shape in shapes]
+        ours_w, ours_v = [w.clone() for w in weights], [v.clone() for v in velocity]
+        torch._foreach_mul_(velocity, m)
+        torch._foreach_add_(velocity, grads, alpha=s)
+        torch._foreach_add_(weights, velocity)
+        assert kernels.momentum_step_(ours_w, ours_v, grads, m, s)
+        for ours, ref in zip(ours_w + ours_v, weights + velocity, strict=True):
+            assert torch.equal(ours, ref)
+
+    def test_thread_count_does_not_change_the_result(self) -> None:
+        gen = torch.Generator().manual_seed(1)
+        w, v, g = (torch.randn(300_000, generator=gen) for _ in range(3))
+        results = []
+        previous = torch.get_num_threads()
+        try:
+            for threads in (1, 2, 3):
+                torch.set_num_threads(threads)
+                ours_w, ours_v = w.clone(), v.clone()
+                assert kernels.momentum_step_([ours_w], [ours_v], [g], 0.9, -0.05)
+                results.append((ours_w, ours_v))
+        finally:
+            torch.set_num_threads(previous)
+        for ours_w, ours_v in results[1:]:
+            assert torch.equal(ours_w, results[0][0]) and torch.equal(ours_v, results[0][1])
+
+    @pytest.mark.parametrize("case", ["non-contiguous", "float16", "mixed dtypes"])
+    def test_unsupported_tensors_are_left_to_the_caller(self, case: str) -> None:
+        w = torch.randn(8, 6)
+        v, g = torch.randn(8, 6), torch.randn(8, 6)
+        if case == "non-contiguous":
+            w = torch.randn(6, 8).t()
+        elif case == "float16":
+            w, v, g = w.half(), v.half(), g.half()
+        else:
+            g = g.double()
+        before_w, before_v = w.clone(), v.clone()
+        assert not kernels.momentum_step_([w], [v], [g], 0.9, -0.1)
+        assert torch.equal(w, before_w) and torch.equal(v, before_v)
+
+
 class TestBuild:
     def test_build_is_cached_and_atomic(self, fresh_build: Path) -> None:
         """The first build writes one library into $DROPOUTLAB_CACHE; the next one reuses it

@@ -109,9 +109,11 @@ class TestMomentumSGD:
 
     @pytest.mark.parametrize("damped", [True, False])
     @pytest.mark.parametrize("max_norm", [None, 1.5])
-    def test_matches_reference_update(self, damped: bool, max_norm: float | None) -> None:
+    def test_matches_reference_update(self, damped: bool, max_norm: float | None,
+                                      dropout_backend: str) -> None:
         """Eight steps with a changing ε and m equal a per-parameter loop bitwise, and the plain
-        formulas Δw ← mΔw − (1−m)εg (or mΔw − εg), w ← w + Δw in float64 to float32 rounding."""
+        formulas Δw ← mΔw − (1−m)εg (or mΔw − εg), w ← w + Δw in float64 to float32 rounding.
+        Once per backend: the native one-pass kernel and the ``_foreach`` path."""
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 3))
         loop_model = copy.deepcopy(model)

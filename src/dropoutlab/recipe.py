@@ -21,10 +21,12 @@ Dropout works best with large, decaying learning rates, high momentum and max-no
   incoming weight vector is projected onto ‖w‖₂ ≤ c (max-norm, §5.1; all Linear/Conv layers,
   the output layer included, biases never).
 
-The update is three batched passes over memory (``torch._foreach_*``, one call each for all
-parameters: Δw ← mΔw, Δw ← Δw + sg, w ← w + Δw). Gradients are freed between steps by default
-so that backward adopts each freshly computed gradient instead of adding it into a kept one
-(see :meth:`MomentumSGD.zero_grad` for the measured trade-off).
+The update Δw ← mΔw, Δw ← Δw + sg, w ← w + Δw is one pass over memory per parameter on CPU
+(the native kernel, :func:`dropoutlab.kernels.momentum_step_`) and three batched
+``torch._foreach_*`` calls elsewhere or with the ``"torch"`` backend; both give the same bits.
+Gradients are freed between steps by default so that backward adopts each freshly computed
+gradient instead of adding it into a kept one (see :meth:`MomentumSGD.zero_grad` for the
+measured trade-off).
 
 Our presets use **damped** momentum. With classical momentum the effective step is ε/(1 − m),
 which grows 50-fold while m ramps 0.5 → 0.99 and makes the large rates dropout needs blow up
@@ -39,7 +41,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from dropoutlab import penalties
+from dropoutlab import backend, kernels, penalties
 from dropoutlab.config import OptimConfig
 from dropoutlab.constraints import MaxNorm
 
@@ -114,8 +116,10 @@ class MomentumSGD:
         """One update with learning rate ``lr`` and momentum ``m``, then the max-norm projection.
 
         Δw ← mΔw, then Δw ← Δw + s·g with s = −(1 − m)ε (damped) or −ε, then w ← w + Δw: the
-        same elementwise operations, in the same order, as one loop per parameter, batched
-        over all parameters with ``torch._foreach_*`` (so bitwise the per-parameter result).
+        same elementwise operations, in the same order, as one loop per parameter, so bitwise
+        the per-parameter result. On CPU the native kernel does all three in one pass over
+        memory (:func:`dropoutlab.kernels.momentum_step_`, unless the backend is ``"torch"``);
+        elsewhere three batched ``torch._foreach_*`` calls do them.
         """
         grad_scale = -(1.0 - m) * lr if self.damped else -lr
         # Parameters without a gradient (unused by this step's loss) are left alone.
@@ -127,7 +131,8 @@ class MomentumSGD:
                 params.append(p)
                 velocity.append(v)
                 grads.append(p.grad)
-        if params:
+        if params and not (backend.get_backend() != "torch"
+                           and kernels.momentum_step_(params, velocity, grads, m, grad_scale)):
             torch._foreach_mul_(velocity, m)
             torch._foreach_add_(velocity, grads, alpha=grad_scale)
             torch._foreach_add_(params, velocity)

@@ -37,6 +37,7 @@ __all__ = [
     "dropout",
     "gaussian_dropout",
     "library",
+    "momentum_step_",
     "require",
     "reset",
     "supports",
@@ -60,6 +61,8 @@ def _bind(lib: Library) -> None:
     for kind in ("dropout", "gaussian"):
         for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
             _functions[kind, dtype] = getattr(lib.handle, f"dl_{kind}_{suffix}")
+    for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
+        _functions["sgd", dtype] = getattr(lib.handle, f"dl_sgd_{suffix}")
 
 
 def _load() -> Library | None:
@@ -232,3 +235,30 @@ def gaussian_dropout(
         A new contiguous tensor of ``x``'s shape and dtype, differentiable in ``x``.
     """
     return _normal(x, _draw_seed(generator), sigma)
+
+
+def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
+                   grads: list[torch.Tensor], m: float, s: float) -> bool:
+    """One momentum update in place, ``v ← m·v + s·g`` then ``w ← w + v``, in one pass per tensor.
+
+    Bitwise the result of ``torch._foreach_mul_(v, m)``, ``torch._foreach_add_(v, g, alpha=s)``
+    and ``torch._foreach_add_(w, v)`` (same operations, same roundings: the second is a fused
+    multiply-add), which read and write memory three times where this reads it once.
+
+    Returns:
+        True when done here; False, having changed nothing, when the kernels are unavailable or
+        a tensor is not a contiguous float32/float64 CPU tensor with its partners' dtype and
+        size (the caller then takes the ``_foreach`` path).
+    """
+    if not available():
+        return False
+    for w, v, g in zip(weights, velocity, grads, strict=True):
+        if not (supports(w) and w.is_contiguous() and v.is_contiguous() and g.is_contiguous()
+                and w.dtype == v.dtype == g.dtype and w.numel() == v.numel() == g.numel()
+                and v.device.type == g.device.type == "cpu"):
+            return False
+    threads = torch.get_num_threads()
+    for w, v, g in zip(weights, velocity, grads, strict=True):
+        _functions["sgd", w.dtype](w.data_ptr(), v.data_ptr(), g.data_ptr(), w.numel(), m, s,
+                                   threads)
+    return True
