@@ -51,16 +51,22 @@ def word(seed: int, i: int) -> int:
 
 def expected_keep(seed: int, n: int, thr: int) -> list[bool]:
     """Which of n elements survive, from the written block/pair layout of dropout.c."""
-    keep = [False] * n
+    keep: list[bool] = []
     for lo in range(0, n, BLOCK):
-        length = min(BLOCK, n - lo)
-        half = (length + 1) // 2
-        c0 = (lo // BLOCK) * (BLOCK // 2)
-        for j in range(half):
-            h = word(seed, c0 + j)
-            keep[lo + j] = (h & 0xFFFFFFFF) >= thr
-            if half + j < length:
-                keep[lo + half + j] = (h >> 32) >= thr
+        keep += expected_keep_block(seed, lo, min(BLOCK, n - lo), thr)
+    return keep
+
+
+def expected_keep_block(seed: int, lo: int, length: int, thr: float) -> list[bool]:
+    """Which elements of the block starting at element ``lo`` (a multiple of BLOCK) survive."""
+    keep = [False] * length
+    half = (length + 1) // 2
+    c0 = (lo // BLOCK) * (BLOCK // 2)
+    for j in range(half):
+        h = word(seed, c0 + j)
+        keep[j] = (h & 0xFFFFFFFF) >= thr
+        if half + j < length:
+            keep[half + j] = (h >> 32) >= thr
     return keep
 
 
@@ -144,6 +150,28 @@ class TestGenerator:
             inplace = x.clone()
             raw_call(kind, inplace, inplace, seed, *params)
             assert torch.equal(out, inplace), kind
+
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_streamed_large_output_has_the_same_values(self, dtype: torch.dtype) -> None:
+        """An output larger than the last-level cache (written with streaming stores, from an
+        unaligned address too) holds the values of the normal-store path: its first blocks
+        equal a small call's with the same seed, and its last block is the documented one."""
+        big = (160 << 20) // torch.tensor([], dtype=dtype).element_size() + 3  # 160 MiB > LLC
+        small = 5 * BLOCK + 17
+        seed = 7
+        x = torch.randn(big, dtype=dtype, generator=torch.Generator().manual_seed(3))
+        for kind, params in (("dropout", (kernels.drop_threshold(0.3), 1 / 0.7)),
+                             ("gaussian", (0.6,))):
+            full = torch.empty(big + 1, dtype=dtype)[1:]  # misaligned by one element
+            raw_call(kind, x, full, seed, *params)
+            head = torch.empty(small, dtype=dtype)
+            raw_call(kind, x[:small], head, seed, *params)
+            assert torch.equal(full[:5 * BLOCK], head[:5 * BLOCK]), kind
+            if kind == "dropout":
+                lo = (big // BLOCK) * BLOCK
+                keep = expected_keep_block(seed, lo, big - lo, params[0])
+                assert torch.equal(full[lo:] != 0, torch.tensor(keep) & (x[lo:] != 0))
 
 
 class TestStatistics:
