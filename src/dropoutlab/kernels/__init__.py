@@ -13,6 +13,9 @@ word from a counter-based generator (SplitMix64 evaluated at the element's index
 * a seeded ``torch.Generator`` reproduces outputs and gradients bitwise: the seed of each call is
   one draw from the generator (or torch's global one).
 
+The same library has the one-pass momentum update of :class:`dropoutlab.recipe.MomentumSGD`
+(:func:`momentum_step_`), bitwise equal to its three ``torch._foreach_*`` passes.
+
 The masks are *statistically* equivalent to the reference path in :mod:`dropoutlab.backend`, not
 bitwise equal to it. float32 and float64 CPU tensors are handled natively; other dtypes use the
 reference path (:func:`supports` says which). The C source is compiled on first use
