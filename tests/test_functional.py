@@ -634,3 +634,69 @@ class TestReproducibility:
         a = F.dropout(x, 0.5, generator=torch.Generator("cuda").manual_seed(4))
         b = F.dropout(x, 0.5, generator=torch.Generator("cuda").manual_seed(4))
         assert torch.equal(a, b)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal element by element, NaN where the other has NaN (torch.equal treats NaN ≠ NaN)."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
+class TestReluDropout:
+    """``F.relu_dropout`` is ``F.dropout(torch.relu(x))`` bit for bit, forward and backward."""
+
+    SPECIAL = (float("nan"), float("inf"), float("-inf"), -0.0, 0.0, -1.0, 1e-30, 3.0)
+
+    def _input(self, shape: tuple[int, ...], dtype: torch.dtype,
+               device: torch.device) -> torch.Tensor:
+        x = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(11))
+        flat = x.view(-1)
+        flat[: len(self.SPECIAL)] = torch.tensor(self.SPECIAL, dtype=dtype)
+        return x.to(device)
+
+    @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+    @pytest.mark.parametrize("scale", SCALES)
+    @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+    def test_equals_the_composition(self, dropout_backend: str, device: torch.device,
+                                    global_seed: int, dtype: torch.dtype, scale: str,
+                                    layout: str) -> None:
+        """Same generator state ⇒ the same output and input gradient as relu then dropout,
+        with NaN, ±inf, ±0 in the input and in the incoming gradient."""
+        base = self._input((96, 70), dtype, device)
+        grad = self._input((96, 70), dtype, device).flip(0)
+        results = []
+        for fused in (True, False):
+            x = (base.t() if layout == "transposed" else base).detach().requires_grad_()
+            gen = torch.Generator(device).manual_seed(global_seed)
+            y = (F.relu_dropout(x, 0.4, scale=scale, generator=gen) if fused else
+                 F.dropout(torch.relu(x), 0.4, scale=scale, generator=gen))
+            y.backward(grad.t() if layout == "transposed" else grad)
+            assert x.grad is not None
+            results.append((y.detach(), x.grad))
+        assert _same_bits(results[0][0], results[1][0])
+        assert _same_bits(results[0][1], results[1][1])
+
+    @pytest.mark.parametrize("p, training", [(0.0, True), (0.3, False), (1.0, True)])
+    def test_identities(self, dropout_backend: str, p: float, training: bool) -> None:
+        """No mask to draw (p = 0, evaluation, p = 1): relu then the dropout rule, exactly."""
+        x = torch.randn(8, 5)
+        for scale in SCALES:
+            expected = F.dropout(torch.relu(x), p, training, scale=scale)
+            assert torch.equal(F.relu_dropout(x, p, training, scale=scale), expected)
+
+    def test_bad_arguments_name_themselves(self) -> None:
+        with pytest.raises(ValueError, match="`p`"):
+            F.relu_dropout(torch.ones(3), 1.5)
+        with pytest.raises(ValueError, match="`scale`"):
+            F.relu_dropout(torch.ones(3), 0.5, scale="sometimes")
+        with pytest.raises(TypeError):
+            F.relu_dropout(torch.ones(3, dtype=torch.int64), 0.5)
+
+    def test_gradcheck_float64(self, dropout_backend: str, device: torch.device) -> None:
+        """Finite differences agree with the gradient (inputs away from the ReLU kink)."""
+        x = torch.randn(6, 7, dtype=torch.float64, device=device)
+        x = (x + x.sign() * 0.1).requires_grad_()
+
+        def op(t: torch.Tensor) -> torch.Tensor:
+            return F.relu_dropout(t, 0.5, generator=torch.Generator(device).manual_seed(4))
+
+        assert torch.autograd.gradcheck(op, (x,))

@@ -156,7 +156,8 @@ class TestGenerator:
     def test_streamed_large_output_has_the_same_values(self, dtype: torch.dtype) -> None:
         """An output larger than the last-level cache (written with streaming stores, from an
         unaligned address too) holds the values of the normal-store path: its first blocks
-        equal a small call's with the same seed, and its last block is the documented one."""
+        equal a small call's with the same seed, its last block is the documented one, and the
+        fused ReLU kernel equals dropout of relu(x) over the whole output."""
         big = (160 << 20) // torch.tensor([], dtype=dtype).element_size() + 3  # 160 MiB > LLC
         small = 5 * BLOCK + 17
         seed = 7
@@ -172,6 +173,10 @@ class TestGenerator:
                 lo = (big // BLOCK) * BLOCK
                 keep = expected_keep_block(seed, lo, big - lo, params[0])
                 assert torch.equal(full[lo:] != 0, torch.tensor(keep) & (x[lo:] != 0))
+                fused = torch.empty_like(full)
+                raw_call("relu_dropout", x, fused, seed, *params)
+                raw_call("dropout", torch.relu(x), full, seed, *params)
+                assert torch.equal(fused, full)
 
 
 class TestStatistics:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -68,6 +70,30 @@ class TestMLP:
         a = model(x)
         set_dropout_generator(model, torch.Generator().manual_seed(3))
         assert torch.equal(a, model(x))
+
+
+    @pytest.mark.parametrize("activation", ["relu", "logistic"])
+    @pytest.mark.parametrize("scale", ["train", "test"])
+    def test_fused_forward_equals_layer_by_layer(self, dropout_backend: str, activation: str,
+                                                 scale: str) -> None:
+        """``forward`` (ReLU and dropout fused) gives bitwise the logits and parameter gradients
+        of ``forward_with_hidden`` (one layer at a time) from the same generator state."""
+        torch.manual_seed(0)
+        fused = MLP(20, (30, 40), 5, activation=activation, scale=scale)
+        separate = copy.deepcopy(fused)
+        x = torch.randn(16, 20)
+        grads = []
+        for model, run in ((fused, fused.forward),
+                           (separate, lambda t: separate.forward_with_hidden(t)[0])):
+            gen = torch.Generator().manual_seed(3)
+            for module in model.modules():
+                if isinstance(module, Dropout):
+                    module.generator = gen
+            out = run(x)
+            out.backward(torch.ones_like(out))
+            grads.append([out.detach()] + [p.grad for p in model.parameters()])
+        for a, b in zip(*grads, strict=True):
+            assert b is not None and torch.equal(a, b)
 
 
 class TestConvNet:

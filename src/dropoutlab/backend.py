@@ -84,6 +84,15 @@ def dropout(
     return reference_dropout(x, p, factor, generator)
 
 
+def relu_dropout(
+    x: torch.Tensor, p: float, factor: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Training-mode ``dropout(relu(x))``; one fused pass on the native path, bitwise equal."""
+    if _native_applies(x):
+        return kernels.relu_dropout(x, p, factor, generator)
+    return reference_dropout(torch.relu(x), p, factor, generator)
+
+
 def gaussian_dropout(
     x: torch.Tensor, sigma: float, generator: torch.Generator | None
 ) -> torch.Tensor:

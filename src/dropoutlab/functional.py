@@ -23,7 +23,7 @@ import torch
 from dropoutlab import backend
 from dropoutlab._validation import check_floating, check_probability, check_scale
 
-__all__ = ["dropout", "gaussian_dropout", "gaussian_sigma"]
+__all__ = ["dropout", "gaussian_dropout", "gaussian_sigma", "relu_dropout"]
 
 
 def dropout(
@@ -71,6 +71,36 @@ def dropout(
         return x * torch.zeros((), dtype=x.dtype, device=x.device)
     factor = 1.0 / (1.0 - p) if scale == "train" else 1.0
     return backend.dropout(x, p, factor, generator)
+
+
+def relu_dropout(
+    x: torch.Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    *,
+    scale: str = "train",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``dropout(torch.relu(x), p, training, ...)`` in one pass over memory where it can.
+
+    The hidden layer of a ReLU dropout net (§4): bitwise the result, and the gradient, of the two
+    separate calls with the same generator state, on every backend; the native CPU path does both
+    in one pass forward and one backward (the mask is regenerated, the input is kept instead of
+    ReLU's output). Arguments, return value and errors are those of :func:`dropout`.
+
+    Example:
+        >>> x = torch.tensor([[-1.0, 2.0, 3.0, -4.0]])
+        >>> y = relu_dropout(x, p=0.5, generator=torch.Generator().manual_seed(0))
+        >>> bool((y[x <= 0] == 0).all())
+        True
+    """
+    p = check_probability(p, "p")
+    scale = check_scale(scale)
+    check_floating(x)
+    if p == 0.0 or not training or p == 1.0:
+        return dropout(torch.relu(x), p, training, scale=scale, generator=generator)
+    factor = 1.0 / (1.0 - p) if scale == "train" else 1.0
+    return backend.relu_dropout(x, p, factor, generator)
 
 
 def gaussian_sigma(p: float) -> float:

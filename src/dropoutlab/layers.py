@@ -53,6 +53,12 @@ class Dropout(nn.Module):
         gen = generator if generator is not None else self.generator
         return F.dropout(x, self.p, self.training, scale=self.scale, generator=gen)
 
+    def after_relu(self, x: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """``self(torch.relu(x))`` bitwise, in one pass where it can (:func:`F.relu_dropout`)."""
+        gen = generator if generator is not None else self.generator
+        return F.relu_dropout(x, self.p, self.training, scale=self.scale, generator=gen)
+
     def extra_repr(self) -> str:
         """``p=0.5, scale='train'``: shown inside the module's ``repr``."""
         return f"p={self.p}, scale={self.scale!r}"

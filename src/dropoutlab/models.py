@@ -102,6 +102,18 @@ class MLP(_HiddenMixin):
         )
         self.output = nn.Linear(widths[-1], out_features)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C). ReLU followed by Bernoulli dropout is one fused call per hidden layer
+        (:meth:`Dropout.after_relu`): bitwise the output and gradients of the separate layers."""
+        h = self.input_dropout(x.flatten(1))
+        relu = isinstance(self.activation, nn.ReLU)
+        for linear, drop in zip(self.hidden, self.hidden_dropout, strict=True):
+            z = linear(h)
+            h = drop.after_relu(z) if relu and isinstance(drop, Dropout) else drop(
+                self.activation(z))
+        out: torch.Tensor = self.output(h)
+        return out
+
     def forward_with_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (N, C) and the hidden activations [(N, h1), (N, h2), ...]."""
         h = self.input_dropout(x.flatten(1))

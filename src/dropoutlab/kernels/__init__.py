@@ -41,6 +41,7 @@ __all__ = [
     "gaussian_dropout",
     "library",
     "momentum_step_",
+    "relu_dropout",
     "require",
     "reset",
     "supports",
@@ -61,7 +62,7 @@ _seed = threading.local()  # a reusable int64 scalar per thread for seed draws
 
 def _bind(lib: Library) -> None:
     """Look up every C entry point once, keyed by (kind, dtype)."""
-    for kind in ("dropout", "gaussian"):
+    for kind in ("dropout", "gaussian", "relu_dropout", "relu_dropout_grad"):
         for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
             _functions[kind, dtype] = getattr(lib.handle, f"dl_{kind}_{suffix}")
     for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
@@ -186,6 +187,30 @@ class _Gaussian(torch.autograd.Function):
         return _normal(grad, *ctx.params), None, None
 
 
+class _ReluDropout(torch.autograd.Function):
+    """y = relu(x) · m · factor in one pass; backward regenerates m and reads the saved x."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, seed: int, thr: int, factor: float) -> torch.Tensor:
+        src = x.contiguous()
+        ctx.save_for_backward(src)
+        ctx.params = (seed, thr, factor)
+        return _launch("relu_dropout", src, seed, thr, factor)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        (x,) = ctx.saved_tensors
+        g = grad.contiguous()
+        if g.dtype != x.dtype:
+            g = g.to(x.dtype)
+        out = torch.empty(x.shape, dtype=x.dtype)
+        _functions["relu_dropout_grad", x.dtype](
+            x.data_ptr(), g.data_ptr(), out.data_ptr(), x.numel(), *ctx.params,
+            torch.get_num_threads())
+        return out, None, None, None
+
+
 def _bernoulli(x: torch.Tensor, seed: int, thr: int, factor: float) -> torch.Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
         out: torch.Tensor = _Dropout.apply(x, seed, thr, factor)
@@ -222,6 +247,32 @@ def dropout(
         A new contiguous tensor of ``x``'s shape and dtype, differentiable in ``x``.
     """
     return _bernoulli(x, _draw_seed(generator), drop_threshold(p), factor)
+
+
+def relu_dropout(
+    x: torch.Tensor, p: float, factor: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Native ReLU followed by Bernoulli dropout, in one pass: bitwise ``dropout(relu(x))``.
+
+    The mask is the one :func:`dropout` draws with the same generator state, and the gradient is
+    bitwise that of the two separate ops. Backward reads the saved input (as ReLU alone saves its
+    output: 32 bits per element) and regenerates the mask, so the dropout adds nothing saved.
+    Not twice differentiable.
+
+    Args:
+        x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
+        p: Drop probability, 0 < p < 1.
+        factor: Multiplier of kept elements (1/(1−p) inverted, 1 for the paper's form).
+        generator: Source of the call's seed; ``None`` uses torch's global generator.
+
+    Returns:
+        A new contiguous tensor of ``x``'s shape and dtype, differentiable in ``x``.
+    """
+    seed, thr = _draw_seed(generator), drop_threshold(p)
+    if torch.is_grad_enabled() and x.requires_grad:
+        out: torch.Tensor = _ReluDropout.apply(x, seed, thr, factor)
+        return out
+    return _launch("relu_dropout", x, seed, thr, factor)
 
 
 def gaussian_dropout(

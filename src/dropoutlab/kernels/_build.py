@@ -31,7 +31,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("dropout.c")
-ABI_VERSION = 2  # must match dl_abi_version() in dropout.c
+ABI_VERSION = 3  # must match dl_abi_version() in dropout.c
 
 _BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off")
 # Fastest first. -ffp-contract=off keeps every lane and the scalar tail bit-identical.
@@ -136,6 +136,10 @@ def _declare(handle: ctypes.CDLL) -> None:
         "dl_dropout_f64": [ptr, ptr, i64, u64, u32, ctypes.c_double, cint],
         "dl_gaussian_f32": [ptr, ptr, i64, u64, ctypes.c_float, cint],
         "dl_gaussian_f64": [ptr, ptr, i64, u64, ctypes.c_double, cint],
+        "dl_relu_dropout_f32": [ptr, ptr, i64, u64, u32, ctypes.c_float, cint],
+        "dl_relu_dropout_f64": [ptr, ptr, i64, u64, u32, ctypes.c_double, cint],
+        "dl_relu_dropout_grad_f32": [ptr, ptr, ptr, i64, u64, u32, ctypes.c_float, cint],
+        "dl_relu_dropout_grad_f64": [ptr, ptr, ptr, i64, u64, u32, ctypes.c_double, cint],
         "dl_sgd_f32": [ptr, ptr, ptr, i64, ctypes.c_float, ctypes.c_float, cint],
         "dl_sgd_f64": [ptr, ptr, ptr, i64, ctypes.c_double, ctypes.c_double, cint],
         "dl_words": [u64, i64, i64, ptr],

@@ -191,6 +191,50 @@ static int threads_for(int64_t n, int nthreads) {
 DEFINE_BLOCKS(float, f32)
 DEFINE_BLOCKS(double, f64)
 
+/* ReLU then Bernoulli dropout in one pass: y = relu(x) * (kept ? factor : 0), the mask of the
+ * dropout kernel with the same seed (so bitwise dropout(relu(x))). relu keeps NaN and maps
+ * everything below 0 to 0, as torch.relu does. Backward needs x and the mask:
+ * dx = x <= 0 ? 0 : g * (kept ? factor : 0), bitwise torch's threshold_backward (which passes
+ * the gradient where relu(x) <= 0 is false, NaN included) of the dropout gradient. */
+#define DEFINE_RELU_BLOCKS(T, SUFFIX)                                                        \
+    static inline T relu_##SUFFIX(T v) { return v < (T)0 ? (T)0 : v; }                     \
+                                                                                            \
+    static void relu_dropout_block_##SUFFIX(const T *x, T *y, int64_t len, uint64_t key,    \
+                                            uint64_t c0, uint32_t thr, T factor) {          \
+        int64_t half = (len + 1) / 2, pairs = len - half;                                   \
+        for (int64_t j = 0; j < pairs; ++j) {                                               \
+            uint64_t h = word(key, (int64_t)(c0 + j));                                      \
+            y[j] = relu_##SUFFIX(x[j]) * ((uint32_t)h >= thr ? factor : (T)0);              \
+            y[half + j] =                                                                   \
+                relu_##SUFFIX(x[half + j]) * ((uint32_t)(h >> 32) >= thr ? factor : (T)0);  \
+        }                                                                                   \
+        if (half > pairs) {                                                                 \
+            uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
+            y[pairs] = relu_##SUFFIX(x[pairs]) * ((uint32_t)h >= thr ? factor : (T)0);      \
+        }                                                                                   \
+    }                                                                                       \
+                                                                                            \
+    static void relu_dropout_grad_block_##SUFFIX(const T *x, const T *g, T *dx, int64_t len, \
+                                                 uint64_t key, uint64_t c0, uint32_t thr,   \
+                                                 T factor) {                                \
+        int64_t half = (len + 1) / 2, pairs = len - half;                                   \
+        for (int64_t j = 0; j < pairs; ++j) {                                               \
+            uint64_t h = word(key, (int64_t)(c0 + j));                                      \
+            T lo = g[j] * ((uint32_t)h >= thr ? factor : (T)0);                             \
+            T hi = g[half + j] * ((uint32_t)(h >> 32) >= thr ? factor : (T)0);              \
+            dx[j] = x[j] <= (T)0 ? (T)0 : lo;                                               \
+            dx[half + j] = x[half + j] <= (T)0 ? (T)0 : hi;                                 \
+        }                                                                                   \
+        if (half > pairs) {                                                                 \
+            uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
+            T lo = g[pairs] * ((uint32_t)h >= thr ? factor : (T)0);                         \
+            dx[pairs] = x[pairs] <= (T)0 ? (T)0 : lo;                                       \
+        }                                                                                   \
+    }
+
+DEFINE_RELU_BLOCKS(float, f32)
+DEFINE_RELU_BLOCKS(double, f64)
+
 /* Split n elements into fixed blocks (block b uses words b * BLOCK/2 + j) and run them on up
  * to nthreads OpenMP threads; the result does not depend on the split. */
 #define FOR_BLOCKS(n, nthreads, CALL)                                                        \
@@ -245,6 +289,35 @@ DEFINE_BLOCKS(double, f64)
 DEFINE_ENTRY_POINTS(float, f32)
 DEFINE_ENTRY_POINTS(double, f64)
 
+#define DEFINE_RELU_ENTRY_POINTS(T, SUFFIX)                                                  \
+    void dl_relu_dropout_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, uint32_t thr, \
+                                  T factor, int nthreads) {                                 \
+        uint64_t key = mix64(seed);                                                         \
+        int64_t nbytes = n * (int64_t)sizeof(T);                                            \
+        advise_huge(y, nbytes);                                                             \
+        if (nbytes < stream_threshold()) {                                                  \
+            FOR_BLOCKS(n, nthreads,                                                         \
+                       relu_dropout_block_##SUFFIX(x + lo, y + lo, len, key, c0, thr, factor)); \
+            return;                                                                         \
+        }                                                                                   \
+        FOR_BLOCKS(n, nthreads, {                                                           \
+            T buf[BLOCK];                                                                   \
+            relu_dropout_block_##SUFFIX(x + lo, buf, len, key, c0, thr, factor);            \
+            stream_store(y + lo, buf, len * (int64_t)sizeof(T));                            \
+        });                                                                                 \
+    }                                                                                       \
+                                                                                            \
+    void dl_relu_dropout_grad_##SUFFIX(const T *x, const T *g, T *dx, int64_t n,            \
+                                       uint64_t seed, uint32_t thr, T factor, int nthreads) { \
+        uint64_t key = mix64(seed);                                                         \
+        advise_huge(dx, n * (int64_t)sizeof(T));                                            \
+        FOR_BLOCKS(n, nthreads, relu_dropout_grad_block_##SUFFIX(                           \
+                                    x + lo, g + lo, dx + lo, len, key, c0, thr, factor));   \
+    }
+
+DEFINE_RELU_ENTRY_POINTS(float, f32)
+DEFINE_RELU_ENTRY_POINTS(double, f64)
+
 /* Momentum SGD on one parameter tensor, in place (dropoutlab.recipe.MomentumSGD):
  *
  *     v = v * m;  v = fma(g, s, v);  w = w + v
@@ -279,4 +352,4 @@ void dl_words(uint64_t seed, int64_t start, int64_t n, uint64_t *out) {
 
 
 /* Version of this ABI; _build.py refuses a library that reports another. */
-int dl_abi_version(void) { return 2; }
+int dl_abi_version(void) { return 3; }
