@@ -401,9 +401,12 @@ class TestMomentumStep:
         torch._foreach_mul_(velocity, m)
         torch._foreach_add_(velocity, grads, alpha=s)
         torch._foreach_add_(weights, velocity)
+        versions = [t._version for t in ours_w + ours_v]
         assert kernels.momentum_step_(ours_w, ours_v, grads, m, s)
         for ours, ref in zip(ours_w + ours_v, weights + velocity, strict=True):
             assert torch.equal(ours, ref)
+        # autograd sees the in-place write, as it would see torch's in-place ops
+        assert all(t._version > v for t, v in zip(ours_w + ours_v, versions, strict=True))
 
     def test_thread_count_does_not_change_the_result(self) -> None:
         gen = torch.Generator().manual_seed(1)

@@ -67,6 +67,18 @@ def _one_weight_model(value: float) -> nn.Linear:
 
 
 class TestMomentumSGD:
+    def test_update_is_seen_by_autograd(self, dropout_backend: str) -> None:
+        """A graph that saved the weights before the step refuses to backward after it (the
+        native one-pass update counts as an in-place write, like torch's)."""
+        model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        opt = MomentumSGD(model)
+        x = torch.randn(5, 4, requires_grad=True)
+        stale = model(x).square().sum()  # saves the second layer's weight for backward
+        model(x).sum().backward()
+        opt.step(0.1, 0.5)
+        with pytest.raises(RuntimeError, match="inplace"):
+            stale.backward()
+
     @pytest.mark.parametrize("damped", [True, False])
     def test_two_updates_hand_computed(self, damped: bool) -> None:
         """Two steps on loss = w (gradient 1) match Δw = mΔw − (1−m)εg (damped) or mΔw − εg."""

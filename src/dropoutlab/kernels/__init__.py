@@ -315,4 +315,8 @@ def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
     for w, v, g in zip(weights, velocity, grads, strict=True):
         _functions["sgd", w.dtype](w.data_ptr(), v.data_ptr(), g.data_ptr(), w.numel(), m, s,
                                    threads)
+        # Written through raw pointers: tell autograd, as an in-place op would, so a graph that
+        # saved w or v before this update refuses to backward instead of using the new values.
+        torch.autograd.graph.increment_version(w)
+        torch.autograd.graph.increment_version(v)
     return True
