@@ -121,6 +121,11 @@ def _variant(record: Any) -> str:
     return "dropout" if dropped else "no dropout"
 
 
+def _training_set(train_size: int | None) -> str:
+    """How a config's ``data.train_size`` reads in a note."""
+    return "the whole training split" if train_size is None else f"train_size={train_size}"
+
+
 class FeaturesAndSparsity:
     """Figures 7–8: autoencoder features and activation sparsity with and without dropout."""
 
@@ -194,7 +199,7 @@ class FeaturesAndSparsity:
         if cfg is not None:
             analysis.notes.append(
                 f"autoencoder {cfg['data']['dataset']} hidden {cfg['model']['hidden'][0]}, "
-                f"train_size={cfg['data']['train_size']}, {cfg['epochs']} epochs (paper: "
+                f"{_training_set(cfg['data']['train_size'])}, {cfg['epochs']} epochs (paper: "
                 "784-256-784 on full MNIST)")
         return analysis
 
