@@ -128,9 +128,32 @@ class MnistArchitectures:
                 f"{cfg['data']['dataset']} train_size={cfg['data']['train_size']}, "
                 f"{cfg['epochs']} epochs (paper: 50k+10k examples, 10⁶ updates); learning "
                 "rates: " + ", ".join(f"{label} {lr:g}" for label, lr in lrs))
+        if (note := self._max_norm_note(groups)) is not None:
+            analysis.notes.append(note)
         if (note := status_note(records)) is not None:
             analysis.notes.append(note)
         return analysis
+
+    @staticmethod
+    def _max_norm_note(groups: dict[str, list[Any]]) -> str | None:
+        """Whether the 3×1024 net without max-norm ever grew a unit's incoming weights past the
+        c of its max-norm twin (from the epoch-end ``weight_norm_max`` of its history). If not,
+        the two rows (almost surely) made the same updates, and "max-norm improves" compares a
+        net with itself: the report should say so."""
+        plain = groups.get("dropout ReLU 3×1024", [])
+        twin = groups.get("dropout + max-norm ReLU 3×1024", [])
+        norms = [row["weight_norm_max"] for r in plain for row in (r.history or [])
+                 if isinstance(row.get("weight_norm_max"), int | float)]
+        if not norms or not twin:
+            return None
+        c = twin[0].config["optim"]["max_norm"]
+        largest = max(norms)
+        if largest <= c:
+            return (f"max-norm had nothing to clip: without it, the 3-layer ReLU net's largest "
+                    f"incoming-weight norm at any epoch's end was {largest:.2f} ≤ c = {c:g}, "
+                    "so the max-norm row is expected to equal the plain one")
+        return (f"max-norm was active: without it, the 3-layer ReLU net's largest incoming-weight "
+                f"norm reached {largest:.2f} > c = {c:g}")
 
     @staticmethod
     def _divisor(records: Sequence[Any]) -> int:
