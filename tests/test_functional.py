@@ -700,3 +700,16 @@ class TestReluDropout:
             return F.relu_dropout(t, 0.5, generator=torch.Generator(device).manual_seed(4))
 
         assert torch.autograd.gradcheck(op, (x,))
+        assert torch.autograd.gradgradcheck(op, (x,))
+
+    def test_create_graph_gives_the_same_gradient(self, dropout_backend: str) -> None:
+        """Backward with create_graph=True (differentiable pieces) equals the one-pass backward."""
+        base = self._input((40, 30), torch.float32, torch.device("cpu"))
+        grad = self._input((40, 30), torch.float32, torch.device("cpu")).flip(1)
+        results = []
+        for create_graph in (False, True):
+            x = base.clone().requires_grad_()
+            y = F.relu_dropout(x, 0.3, generator=torch.Generator().manual_seed(2))
+            (dx,) = torch.autograd.grad(y, x, grad, create_graph=create_graph)
+            results.append(dx.detach())
+        assert _same_bits(results[0], results[1])

@@ -198,9 +198,14 @@ class _ReluDropout(torch.autograd.Function):
         return _launch("relu_dropout", src, seed, thr, factor)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: the same values from differentiable pieces (the dropout map on
+            # the gradient, then ReLU's rule: zero where x <= 0), so higher orders work.
+            masked = _bernoulli(grad, *ctx.params)
+            zero = torch.zeros((), dtype=masked.dtype)
+            return torch.where(x <= 0, zero, masked).view(grad.shape), None, None, None
         g = grad.contiguous()
         if g.dtype != x.dtype:
             g = g.to(x.dtype)
@@ -257,7 +262,7 @@ def relu_dropout(
     The mask is the one :func:`dropout` draws with the same generator state, and the gradient is
     bitwise that of the two separate ops. Backward reads the saved input (as ReLU alone saves its
     output: 32 bits per element) and regenerates the mask, so the dropout adds nothing saved.
-    Not twice differentiable.
+    Under ``create_graph=True`` backward uses differentiable pieces instead (same values).
 
     Args:
         x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
