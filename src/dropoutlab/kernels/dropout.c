@@ -112,9 +112,9 @@ static void advise_huge(void *ptr, int64_t nbytes) {
 }
 
 /* Outputs larger than the last-level cache are written with non-temporal (streaming) stores:
- * a normal store first reads the destination line into the cache (a read-for-ownership) and the
- * data is evicted unused anyway, so streaming saves a third of the memory traffic. Smaller
- * outputs keep normal stores, so the next layer finds them in the cache. */
+ * a normal store first reads the destination line into the cache (a read-for-ownership), and
+ * such an output is evicted before anyone reads it; streaming skips that read. Smaller outputs
+ * keep normal stores, so the next layer finds them in the cache. */
 static int64_t stream_threshold(void) {
     static int64_t bytes = 0;
     if (bytes == 0) {
