@@ -54,7 +54,10 @@ MAX_NORM_ROWS = [label for label, row in ROWS.items() if row[3]]
 # budget → (width divisor, changes)
 _SCALE: dict[str, tuple[int, dict[str, Any]]] = {
     "smoke": (64, {"epochs": 3}),
-    "quick": (8, {"data.train_size": 20_000, "epochs": 25}),
+    # c = 2, the MNIST value of the paper's Appendix B.1 (shared/paper.md): with c = 3 the
+    # constraint had nothing to clip at this budget (largest norm 2.66 without it, measured),
+    # so the max-norm rows trained exactly like the plain ones. Chosen before seeing its result.
+    "quick": (8, {"data.train_size": 20_000, "epochs": 25, "optim.max_norm": 2.0}),
     "paper": (1, {}),
 }
 # Logistic units learn slowly at the quick recipe's lr 0.3 (sigmoid gradients are ≤ 1/4).
