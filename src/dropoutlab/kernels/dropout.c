@@ -249,62 +249,41 @@ DEFINE_RELU_BLOCKS(double, f64)
         }                                                                                   \
     } while (0)
 
-/* Large outputs: each block is computed into a buffer on the thread's stack (L1-resident),
- * then streamed to y; the values are the same either way. */
+/* Write the n-element output y block by block with BLOCK_FN(x + lo, dst, len, key, c0, ...)
+ * (the *_block functions above). Large outputs: each block is computed into a buffer on the
+ * thread's stack (L1-resident), then streamed to y; the values are the same either way. */
+#define WRITE_BLOCKS(T, x, y, n, nthreads, key, BLOCK_FN, ...)                               \
+    do {                                                                                    \
+        int64_t nbytes_ = (n) * (int64_t)sizeof(T);                                         \
+        advise_huge(y, nbytes_);                                                            \
+        if (nbytes_ < stream_threshold()) {                                                 \
+            FOR_BLOCKS(n, nthreads, BLOCK_FN((x) + lo, (y) + lo, len, key, c0, __VA_ARGS__)); \
+        } else {                                                                            \
+            FOR_BLOCKS(n, nthreads, {                                                       \
+                T buf[BLOCK];                                                               \
+                BLOCK_FN((x) + lo, buf, len, key, c0, __VA_ARGS__);                         \
+                stream_store((y) + lo, buf, len * (int64_t)sizeof(T));                      \
+            });                                                                             \
+        }                                                                                   \
+    } while (0)
+
 #define DEFINE_ENTRY_POINTS(T, SUFFIX)                                                       \
     void dl_dropout_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, uint32_t thr,      \
                              T factor, int nthreads) {                                      \
         uint64_t key = mix64(seed);                                                         \
-        int64_t nbytes = n * (int64_t)sizeof(T);                                            \
-        advise_huge(y, nbytes);                                                             \
-        if (nbytes < stream_threshold()) {                                                  \
-            FOR_BLOCKS(n, nthreads,                                                         \
-                       dropout_block_##SUFFIX(x + lo, y + lo, len, key, c0, thr, factor));  \
-            return;                                                                         \
-        }                                                                                   \
-        FOR_BLOCKS(n, nthreads, {                                                           \
-            T buf[BLOCK];                                                                   \
-            dropout_block_##SUFFIX(x + lo, buf, len, key, c0, thr, factor);                 \
-            stream_store(y + lo, buf, len * (int64_t)sizeof(T));                            \
-        });                                                                                 \
+        WRITE_BLOCKS(T, x, y, n, nthreads, key, dropout_block_##SUFFIX, thr, factor);       \
     }                                                                                       \
                                                                                             \
     void dl_gaussian_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, T sigma,          \
                               int nthreads) {                                               \
         uint64_t key = mix64(seed);                                                         \
-        int64_t nbytes = n * (int64_t)sizeof(T);                                            \
-        advise_huge(y, nbytes);                                                             \
-        if (nbytes < stream_threshold()) {                                                  \
-            FOR_BLOCKS(n, nthreads,                                                         \
-                       gaussian_block_##SUFFIX(x + lo, y + lo, len, key, c0, sigma));       \
-            return;                                                                         \
-        }                                                                                   \
-        FOR_BLOCKS(n, nthreads, {                                                           \
-            T buf[BLOCK];                                                                   \
-            gaussian_block_##SUFFIX(x + lo, buf, len, key, c0, sigma);                      \
-            stream_store(y + lo, buf, len * (int64_t)sizeof(T));                            \
-        });                                                                                 \
-    }
-
-DEFINE_ENTRY_POINTS(float, f32)
-DEFINE_ENTRY_POINTS(double, f64)
-
-#define DEFINE_RELU_ENTRY_POINTS(T, SUFFIX)                                                  \
+        WRITE_BLOCKS(T, x, y, n, nthreads, key, gaussian_block_##SUFFIX, sigma);            \
+    }                                                                                       \
+                                                                                            \
     void dl_relu_dropout_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, uint32_t thr, \
                                   T factor, int nthreads) {                                 \
         uint64_t key = mix64(seed);                                                         \
-        int64_t nbytes = n * (int64_t)sizeof(T);                                            \
-        advise_huge(y, nbytes);                                                             \
-        if (nbytes < stream_threshold()) {                                                  \
-            FOR_BLOCKS(n, nthreads,                                                         \
-                       relu_dropout_block_##SUFFIX(x + lo, y + lo, len, key, c0, thr, factor)); \
-            return;                                                                         \
-        }                                                                                   \
-        FOR_BLOCKS(n, nthreads, {                                                           \
-            T buf[BLOCK];                                                                   \
-            relu_dropout_block_##SUFFIX(x + lo, buf, len, key, c0, thr, factor);            \
-            stream_store(y + lo, buf, len * (int64_t)sizeof(T));                            \
-        });                                                                                 \
+        WRITE_BLOCKS(T, x, y, n, nthreads, key, relu_dropout_block_##SUFFIX, thr, factor);  \
     }                                                                                       \
                                                                                             \
     void dl_relu_dropout_grad_##SUFFIX(const T *x, const T *g, T *dx, int64_t n,            \
@@ -315,8 +294,8 @@ DEFINE_ENTRY_POINTS(double, f64)
                                     x + lo, g + lo, dx + lo, len, key, c0, thr, factor));   \
     }
 
-DEFINE_RELU_ENTRY_POINTS(float, f32)
-DEFINE_RELU_ENTRY_POINTS(double, f64)
+DEFINE_ENTRY_POINTS(float, f32)
+DEFINE_ENTRY_POINTS(double, f64)
 
 /* Momentum SGD on one parameter tensor, in place (dropoutlab.recipe.MomentumSGD):
  *
