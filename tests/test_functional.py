@@ -635,6 +635,27 @@ class TestReproducibility:
         b = F.dropout(x, 0.5, generator=torch.Generator("cuda").manual_seed(4))
         assert torch.equal(a, b)
 
+    @pytest.mark.gpu
+    def test_cuda_generator_runs_torch_fused_kernel(self, dropout_backend: str) -> None:
+        """With a generator, CUDA inverted dropout is torch's fused kernel: bitwise what
+        ``torch.nn.functional.dropout`` gives from the same seed, one byte saved per element."""
+        x = torch.randn(300, 257, device="cuda").requires_grad_()
+        torch.cuda.manual_seed(11)
+        expected = torch.nn.functional.dropout(x, 0.3, training=True)
+        saved: list[int] = []
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = F.dropout(x, 0.3, generator=torch.Generator("cuda").manual_seed(11))
+        assert torch.equal(y, expected)
+        assert sum(saved) == x.numel()
+        y.backward(torch.ones_like(y))
+        assert x.grad is not None
+        assert torch.equal(x.grad, (y != 0) * torch.tensor(1 / 0.7, device="cuda"))
+
 
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal element by element, NaN where the other has NaN (torch.equal treats NaN ≠ NaN)."""

@@ -5,7 +5,7 @@
 the implementation:
 
 * ``"torch"``: the reference path, built from ``torch.bernoulli_``/``normal_`` (and torch's fused
-  kernel on CUDA when no generator is given). Always available.
+  dropout kernel for inverted dropout on CUDA, with or without a generator). Always available.
 * ``"native"``: the fast CPU path in :mod:`dropoutlab.kernels` (counter-based random numbers,
   multi-threaded, masks regenerated from a seed in backward so nothing is saved). Used only for
   float32/float64 CPU tensors (:func:`dropoutlab.kernels.supports`); others take the torch path.
@@ -106,10 +106,14 @@ def reference_dropout(
     x: torch.Tensor, p: float, factor: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Plain-torch Bernoulli dropout: the oracle every faster path is tested against."""
-    if x.device.type == "cuda" and generator is None and factor != 1.0:
-        # torch's fused kernel (one pass, mask kept as bool); it scales kept units by 1/(1-p),
-        # so it serves inverted dropout only: the paper's unscaled form keeps x exactly below.
-        return torch.nn.functional.dropout(x, p, training=True)
+    if x.device.type == "cuda" and factor != 1.0:
+        # torch's fused kernel: one pass, a one-byte mask saved for backward. It scales kept
+        # units by 1/(1-p), so it serves inverted dropout only; the paper's unscaled form keeps
+        # x exactly below. `_fused_dropout` (keep probability, optional generator) runs the same
+        # CUDA kernel as `F.dropout`, which cannot take a generator.
+        if generator is None:
+            return torch.nn.functional.dropout(x, p, training=True)
+        return torch._fused_dropout(x, 1.0 - p, generator)[0]
     keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)  # 1 = kept
     if factor != 1.0:
         keep.mul_(factor)
