@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dropoutlab import allocator
 from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.errors import DropoutlabError
 from dropoutlab.executors import LocalExecutor, WorkItem, make_executor
@@ -40,6 +41,21 @@ def env_task(config: RunConfig, *, checkpoint_path: Path | None = None,
         "mark": os.environ.get("DROPOUTLAB_TEST_MARK"),
         "gone": os.environ.get("DROPOUTLAB_TEST_GONE"),
         "backend": backend.get_backend()}}
+
+
+def alloc_task(config: RunConfig, *, checkpoint_path: Path | None = None,
+               resume: bool = False) -> dict[str, Any]:
+    """A task reporting the page faults of its worker's last 10 of 30 64 MiB allocations."""
+    import resource
+
+    import torch
+
+    counts = []
+    for _ in range(30):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(1 << 24).fill_(1.0)
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {"status": "done", "extras": {"faults": sum(counts[-10:])}}
 
 
 def parent_pid(pid: int) -> int:
@@ -161,6 +177,30 @@ class TestLocalExecutor:
                 "mark": "set later", "gone": None, "backend": "torch"}
         finally:
             second.shutdown()
+
+    @pytest.mark.skipif(not Path("/proc/self/stat").exists() or not allocator._glibc(),
+                        reason="needs glibc and /proc")
+    def test_workers_keep_freed_memory(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Workers apply allocator.keep_freed_memory: a reused 64 MiB tensor stops faulting;
+        an invalid DROPOUTLAB_KEEP_FREED_MEMORY fails the job with a message naming it."""
+        monkeypatch.delenv(allocator.ENV_VAR, raising=False)
+        executor = LocalExecutor(workers=1)
+        try:
+            executor.submit(WorkItem("a", "test_executors:alloc_task", RunConfig().to_dict(),
+                                     None, 1))
+            assert collect(executor, 1)["a"]["extras"]["faults"] < 100
+        finally:
+            executor.shutdown()
+        monkeypatch.setenv(allocator.ENV_VAR, "2")
+        executor = LocalExecutor(workers=1)
+        try:
+            executor.submit(WorkItem("b", "test_executors:alloc_task", RunConfig().to_dict(),
+                                     None, 1))
+            outcome = collect(executor, 1)["b"]
+        finally:
+            executor.shutdown()
+        assert outcome["status"] == "failed"
+        assert "DROPOUTLAB_KEEP_FREED_MEMORY must be 0 or 1, got '2'" in outcome["error"]
 
     @pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods()
                         or not Path("/proc/self/stat").exists(),

@@ -103,17 +103,23 @@ def _adopt_environment(env: Mapping[str, str]) -> str | None:
 
     Unpickling this worker's arguments imported the ``dropoutlab`` package under the fork
     server's environment, so the one setting it reads at import time, ``DROPOUTLAB_BACKEND``
-    (:mod:`dropoutlab.backend`), is read again. Returns an error message when it is invalid
-    (each job then fails with it), else ``None``.
+    (:mod:`dropoutlab.backend`), is read again, and the allocator setting of
+    :mod:`dropoutlab.allocator` is applied as the ``dropoutlab`` command applies it. Returns an
+    error message when a setting is invalid (each job then fails with it), else ``None``.
     """
     os.environ.clear()
     os.environ.update(env)
     from dropoutlab import backend
+    from dropoutlab.allocator import keep_freed_memory
 
     try:
         backend.set_backend(os.environ.get("DROPOUTLAB_BACKEND", "auto"))
     except ValueError as err:
         return f"environment variable DROPOUTLAB_BACKEND: {err}"
+    try:
+        keep_freed_memory()
+    except ValueError as err:
+        return str(err)
     return None
 
 

@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from dropoutlab.allocator import keep_freed_memory
 from dropoutlab.errors import DropoutlabError
 
 # One module per subcommand, in the order `dropoutlab --help` lists them.
@@ -62,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        keep_freed_memory()
         status = args.handler(args)
     except KeyboardInterrupt:
         print("dropoutlab: interrupted", file=sys.stderr)

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import dropoutlab
-    from dropoutlab import backend, kernels
+    from dropoutlab import allocator, backend, kernels
 
     facts = {
         "dropoutlab": dropoutlab.__version__,
@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": torch.get_num_threads(),
         "backend": backend.get_backend(),
         "native kernels": "available" if kernels.available() else "not available",
+        "freed memory": allocator.describe(),
     }
     width = max(map(len, facts))
     for key, value in facts.items():

@@ -18,7 +18,10 @@ way (Srivastava et al. 2014: Bernoulli dropout §4, Gaussian dropout §10, the T
 
 Timings are medians of interleaved samples (ours, torch, ours, torch, ...) after warm-up, so a
 burst of load from other processes hits both sides alike; the relative spread of each timing and
-the load average are reported so that a noisy run can be recognised.
+the load average are reported so that a noisy run can be recognised. Both sides run in the same
+process, so both get its allocator setting (:mod:`dropoutlab.allocator`; ``dropoutlab bench``
+keeps freed memory for reuse, ``DROPOUTLAB_KEEP_FREED_MEMORY=0`` times them on fresh memory);
+the header says which.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dropoutlab import backend, kernels
+from dropoutlab import allocator, backend, kernels
 from dropoutlab.kernels import _bench_training as training
 
 __all__ = ["Row", "Timing", "render", "run", "time_side_by_side"]
@@ -222,6 +225,7 @@ def _machine() -> dict[str, str]:
         "threads": f"torch.get_num_threads() = {torch.get_num_threads()}",
         "native kernels": compiler if lib is not None else "not available (torch path timed)",
         "backend": backend.get_backend(),
+        "freed memory": allocator.describe(),
     }
 
 
