@@ -1,13 +1,13 @@
 """Keep freed memory in the process, so large tensors stop page-faulting on every allocation.
 
 torch's CPU tensors come from the C library's ``malloc``. glibc hands blocks above its mmap
-threshold (128 KiB, rising to at most 32 MiB) straight to the kernel and returns them on ``free``; it
-gives back free memory at the top of its heap: the next tensor of that size then costs one page
-fault per 4 KiB page and the kernel zeroes every page before the first write. Training allocates
-the same tensors every step (activations, outputs, gradients), so a process can spend more time
-in the kernel than in a dropout pass: on a 2-core VM, ``dropoutlab bench`` ran the 4096×4096
-float32 dropout forward+backward at 0.66-1.37 G elements/s on fresh memory and at 1.99-2.51 with
-freed memory kept.
+threshold (128 KiB, rising to at most 32 MiB) straight to the kernel and returns them on
+``free``; it gives back free memory at the top of its heap too. The next tensor of that size
+then costs one page fault per 4 KiB page, and the kernel zeroes every page before the first
+write. Training allocates the same tensors every step (activations, outputs, gradients), so a
+process can spend more time in the kernel than in a dropout pass. On a 2-core VM,
+``dropoutlab bench`` ran the 4096×4096 float32 dropout forward+backward at 0.66-1.37 G
+elements/s on fresh memory and at 1.99-2.51 with freed memory kept.
 
 :func:`keep_freed_memory` raises both glibc thresholds, so freed blocks stay in the heap for the
 next allocation, as torch's CUDA caching allocator does on the GPU. The cost is memory: the
