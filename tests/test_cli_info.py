@@ -18,7 +18,8 @@ def test_info_exits_zero_and_prints_fixed_width_facts(capsys: pytest.CaptureFixt
     assert cli.main(["info"]) == 0
     lines = capsys.readouterr().out.splitlines()
     facts = {line[: line.index("  ")].strip(): line for line in lines}
-    for key in ("dropoutlab", "python", "torch", "cuda", "threads", "backend", "native kernels"):
+    for key in ("dropoutlab", "python", "torch", "cuda", "threads", "backend", "native kernels",
+                "freed memory"):
         assert key in facts, lines
     width = max(len(key) for key in facts)
     assert all(line[width : width + 2] == "  " for line in lines)  # values start in one column
@@ -84,3 +85,12 @@ def test_python_dash_m_entry_point() -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("dropoutlab")
+
+
+def test_info_says_when_freed_memory_goes_back(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With DROPOUTLAB_KEEP_FREED_MEMORY=0 the ``freed memory`` line says it is returned."""
+    monkeypatch.setenv("DROPOUTLAB_KEEP_FREED_MEMORY", "0")
+    assert cli.main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("freed memory"))
+    assert "returned to the system (DROPOUTLAB_KEEP_FREED_MEMORY=0)" in line
