@@ -17,8 +17,8 @@ GLIBC = allocator._glibc() and os.path.exists("/proc/self/stat")
 # (the first few allocations may still grow the heap).
 _PROBE = """
 import resource, sys, torch
-from dropoutlab.allocator import keep_freed_memory
-print(keep_freed_memory())
+from dropoutlab.allocator import describe, keep_freed_memory
+print(keep_freed_memory(), describe().split(" (")[0].replace(" ", "_"))
 counts = []
 for _ in range(30):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -30,26 +30,27 @@ print(sum(counts[-10:]))
 """
 
 
-def _probe(setting: str) -> tuple[str, int]:
+def _probe(setting: str) -> tuple[str, str, int]:
+    """(keep_freed_memory's result, describe()'s first words, faults) in a fresh process."""
     env = {**os.environ, allocator.ENV_VAR: setting}
     out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
                          text=True, check=True, timeout=120).stdout.split()
-    return out[0], int(out[1])
+    return out[0], out[1], int(out[2])
 
 
 @pytest.mark.skipif(not GLIBC, reason="needs glibc and /proc")
 def test_freed_tensors_are_reused_without_page_faults() -> None:
     """With the setting, 10 allocations of 64 MiB (16384 pages each) fault under 100 times."""
-    applied, faults = _probe("1")
-    assert applied == "True"
+    applied, described, faults = _probe("1")
+    assert (applied, described) == ("True", "kept_for_reuse")
     assert faults < 100
 
 
 @pytest.mark.skipif(not GLIBC, reason="needs glibc and /proc")
 def test_switched_off_by_the_environment() -> None:
     """DROPOUTLAB_KEEP_FREED_MEMORY=0: nothing is changed and False is returned."""
-    applied, _ = _probe("0")
-    assert applied == "False"
+    applied, described, _ = _probe("0")
+    assert (applied, described) == ("False", "returned_to_the_system")
 
 
 def test_not_glibc_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:

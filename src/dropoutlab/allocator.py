@@ -28,6 +28,7 @@ MMAP_THRESHOLD = 256 << 20  # blocks up to 256 MiB come from (and go back to) th
 TRIM_THRESHOLD = 1 << 30  # free memory at the heap's top is returned only beyond 1 GiB
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's <malloc.h>
 _M_MMAP_THRESHOLD = -3
+_applied = False  # whether this process has the setting
 
 
 def keep_freed_memory() -> bool:
@@ -50,18 +51,20 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    applied = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    return libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and applied
+    global _applied
+    mmap_set = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    _applied = libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mmap_set
+    return _applied
 
 
 def describe() -> str:
     """One line for ``dropoutlab info`` and the benchmark header: what this process does."""
+    if _applied:
+        return (f"kept for reuse (glibc heap for blocks up to {MMAP_THRESHOLD >> 20} MiB, "
+                f"trimmed beyond {TRIM_THRESHOLD >> 30} GiB free)")
     if os.environ.get(ENV_VAR, "1").strip() == "0":
         return f"returned to the system ({ENV_VAR}=0)"
-    if not _glibc():
-        return "the C library's default (not glibc)"
-    return (f"kept for reuse (glibc heap up to {MMAP_THRESHOLD >> 20} MiB blocks, trimmed beyond "
-            f"{TRIM_THRESHOLD >> 30} GiB free)")
+    return "the C library's default" + ("" if _glibc() else " (not glibc)")
 
 
 def _glibc() -> bool:
