@@ -16,7 +16,7 @@ GLIBC = allocator._glibc() and os.path.exists("/proc/self/stat")
 # Allocates and frees a 64 MiB tensor 30 times and prints the minor page faults of the last 10
 # (the first few allocations may still grow the heap).
 _PROBE = """
-import resource, sys, torch
+import resource, torch
 from dropoutlab.allocator import describe, keep_freed_memory
 print(keep_freed_memory(), describe().split(" (")[0].replace(" ", "_"))
 counts = []
