@@ -62,11 +62,9 @@ _seed = threading.local()  # a reusable int64 scalar per thread for seed draws
 
 def _bind(lib: Library) -> None:
     """Look up every C entry point once, keyed by (kind, dtype)."""
-    for kind in ("dropout", "gaussian", "relu_dropout", "relu_dropout_grad"):
+    for kind in ("dropout", "gaussian", "relu_dropout", "relu_dropout_grad", "sgd"):
         for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
             _functions[kind, dtype] = getattr(lib.handle, f"dl_{kind}_{suffix}")
-    for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
-        _functions["sgd", dtype] = getattr(lib.handle, f"dl_sgd_{suffix}")
 
 
 def _load() -> Library | None:

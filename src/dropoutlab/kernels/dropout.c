@@ -159,22 +159,29 @@ static int threads_for(int64_t n, int nthreads) {
 /* One block of len <= BLOCK elements starting at x, y, using words c0, c0 + 1, ...
  * Word j feeds two elements: its low 32 bits element j, its high 32 bits element half + j
  * (half = ceil(len / 2)); for odd len the last low element has no partner. Both halves are
- * contiguous, so the loop vectorises, and each word is hashed once for two elements. */
-#define DEFINE_BLOCKS(T, SUFFIX)                                                             \
-    static void dropout_block_##SUFFIX(const T *x, T *y, int64_t len, uint64_t key,         \
-                                       uint64_t c0, uint32_t thr, T factor) {               \
+ * contiguous, so the loop vectorises, and each word is hashed once for two elements.
+ *
+ * The Bernoulli block NAME computes y = IN(x) * (kept ? factor : 0), IN an elementwise map of
+ * the input (the identity for dropout, relu for the fused ReLU + dropout below). */
+#define DEFINE_MASK_BLOCK(NAME, T, IN)                                                       \
+    static void NAME(const T *x, T *y, int64_t len, uint64_t key, uint64_t c0, uint32_t thr, \
+                     T factor) {                                                            \
         int64_t half = (len + 1) / 2, pairs = len - half;                                   \
         uint64_t s = state(key, (int64_t)c0);                                               \
         for (int64_t j = 0; j < pairs; ++j, s += GAMMA) {                                   \
             uint64_t h = mix64(s);                                                          \
-            y[j] = x[j] * ((uint32_t)h >= thr ? factor : (T)0);                             \
-            y[half + j] = x[half + j] * ((uint32_t)(h >> 32) >= thr ? factor : (T)0);       \
+            y[j] = IN(x[j]) * ((uint32_t)h >= thr ? factor : (T)0);                         \
+            y[half + j] = IN(x[half + j]) * ((uint32_t)(h >> 32) >= thr ? factor : (T)0);   \
         }                                                                                   \
         if (half > pairs) {                                                                 \
             uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
-            y[pairs] = x[pairs] * ((uint32_t)h >= thr ? factor : (T)0);                     \
+            y[pairs] = IN(x[pairs]) * ((uint32_t)h >= thr ? factor : (T)0);                 \
         }                                                                                   \
-    }                                                                                       \
+    }
+
+#define DEFINE_BLOCKS(T, SUFFIX)                                                             \
+    static inline T same_##SUFFIX(T v) { return v; }                                        \
+    DEFINE_MASK_BLOCK(dropout_block_##SUFFIX, T, same_##SUFFIX)                             \
                                                                                             \
     static void gaussian_block_##SUFFIX(const T *x, T *y, int64_t len, uint64_t key,        \
                                         uint64_t c0, T sigma) {                             \
@@ -202,22 +209,7 @@ DEFINE_BLOCKS(double, f64)
  * the gradient where relu(x) <= 0 is false, NaN included) of the dropout gradient. */
 #define DEFINE_RELU_BLOCKS(T, SUFFIX)                                                        \
     static inline T relu_##SUFFIX(T v) { return v < (T)0 ? (T)0 : v; }                     \
-                                                                                            \
-    static void relu_dropout_block_##SUFFIX(const T *x, T *y, int64_t len, uint64_t key,    \
-                                            uint64_t c0, uint32_t thr, T factor) {          \
-        int64_t half = (len + 1) / 2, pairs = len - half;                                   \
-        uint64_t s = state(key, (int64_t)c0);                                               \
-        for (int64_t j = 0; j < pairs; ++j, s += GAMMA) {                                   \
-            uint64_t h = mix64(s);                                                          \
-            y[j] = relu_##SUFFIX(x[j]) * ((uint32_t)h >= thr ? factor : (T)0);              \
-            y[half + j] =                                                                   \
-                relu_##SUFFIX(x[half + j]) * ((uint32_t)(h >> 32) >= thr ? factor : (T)0);  \
-        }                                                                                   \
-        if (half > pairs) {                                                                 \
-            uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
-            y[pairs] = relu_##SUFFIX(x[pairs]) * ((uint32_t)h >= thr ? factor : (T)0);      \
-        }                                                                                   \
-    }                                                                                       \
+    DEFINE_MASK_BLOCK(relu_dropout_block_##SUFFIX, T, relu_##SUFFIX)                        \
                                                                                             \
     static void relu_dropout_grad_block_##SUFFIX(const T *x, const T *g, T *dx, int64_t len, \
                                                  uint64_t key, uint64_t c0, uint32_t thr,   \
