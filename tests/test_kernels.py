@@ -514,6 +514,32 @@ class TestBench:
                                     samples=3, min_sample_s=0.001)
         assert set(t) == {"a", "b"} and all(v.seconds > 0 and v.spread >= 0 for v in t.values())
 
+    def test_step_products_are_the_steps_matrix_products(self) -> None:
+        """The "products alone" reference runs exactly the step's products: 4 forward, 4 weight
+        gradients, 3 input gradients (none for the data), in step order, and their FLOPs are
+        6·batch·weights less the first layer's input gradient."""
+        from torch.overrides import TorchFunctionMode
+
+        from dropoutlab.kernels import _bench_training as training
+
+        widths, batch = (12, 8, 6, 4, 3), 5
+        seen: list[tuple[int, int, int]] = []
+
+        class Record(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+                if func in (torch.mm, torch.addmm):
+                    a, b = args[-2:]
+                    seen.append((a.shape[0], a.shape[1], b.shape[1]))
+                return func(*args, **(kwargs or {}))
+
+        products = training._matrix_products(torch.rand(batch, widths[0]), widths)
+        with Record():
+            products()
+        assert seen == training.step_products(widths, batch)
+        assert len(seen) == 11
+        flops = 2 * sum(m * k * n for m, k, n in seen)
+        assert flops == training.model_flops(widths, batch) - 2 * batch * widths[0] * widths[1]
+
     def test_cli_registers_bench(self) -> None:
         """`dropoutlab bench` parses its options."""
         from dropoutlab.cli import build_parser
