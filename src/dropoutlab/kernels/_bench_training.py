@@ -11,7 +11,9 @@
   overhead of each implementation (dropout, nonlinearities, loss, autograd, update).
 * The epoch: ``dropoutlab.train`` on ``base_config("quick")`` against
   ``benchmarks/mnist_plain_torch.py`` (same recipe, ``DataLoader`` and ``nn.Dropout``); seconds
-  per epoch (training + validation and test evaluation), median of the warm epochs.
+  per epoch (training and the validation error; both evaluate the test error after the last
+  epoch only, as the quick recipe does), median of the warm epochs, so both sides time the
+  same work.
 """
 
 from __future__ import annotations
@@ -197,12 +199,15 @@ def _cpu_seconds_per_epoch(run: Callable[[int], object], epochs: int) -> float:
     return (costs[1] - costs[0]) / (epochs - 1)
 
 
-def mnist_row(peer: Path | None = None, *, epochs: int = 3, rounds: int = 2,
+def mnist_row(peer: Path | None = None, *, epochs: int = 6, rounds: int = 3,
               cpu_time: bool = False) -> Row:
     """Seconds per quick-MNIST epoch, ours vs the plain script, or a row saying why skipped.
 
     Wall time comes from each run's own per-epoch clock (median of the warm epochs); with
-    ``cpu_time`` it is single-thread CPU time, see :func:`_cpu_seconds_per_epoch`.
+    ``cpu_time`` it is single-thread CPU time, see :func:`_cpu_seconds_per_epoch`. Each round
+    runs ours, then the plain script, for ``epochs`` epochs; the row gives the median over the
+    rounds. Measured on a 2-core VM: with 3 epochs and 2 rounds the ratio of seven runs spread
+    over 0.54–0.64×, with 6 epochs and 3 rounds three runs gave 0.56–0.57× (about 10 s each).
     """
     from dropoutlab.kernels.bench import Row
 
