@@ -540,6 +540,26 @@ class TestBench:
         flops = 2 * sum(m * k * n for m, k, n in seen)
         assert flops == training.model_flops(widths, batch) - 2 * batch * widths[0] * widths[1]
 
+    def test_other_load_from_proc_stat(self) -> None:
+        """/proc/stat's aggregate line gives busy and stolen seconds; the note subtracts this
+        process's own CPU time and flags a run where others took over a quarter of a CPU."""
+        from dropoutlab.kernels import bench
+
+        line = "cpu  1000 50 250 9000 40 5 15 30 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
+        assert bench.parse_proc_stat(line, 100) == (13.2, 0.3)
+        with pytest.raises(ValueError, match="/proc/stat"):
+            bench.parse_proc_stat("intr 1 2 3", 100)
+        start = bench.CpuUse(busy=100.0, steal=1.0, own=10.0)
+        quiet, _ = bench._others_note(start, bench.CpuUse(160.0, 1.5, 68.0), wall=30.0)
+        assert quiet is not None and "2.0 CPU-seconds" in quiet and "0.5 s" in quiet
+        assert not bench._others_note(start, bench.CpuUse(160.0, 1.5, 68.0), wall=30.0)[1]
+        assert bench._others_note(start, bench.CpuUse(160.0, 1.5, 50.0), wall=30.0)[1]
+        assert bench._others_note(start, bench.CpuUse(120.0, 5.0, 30.0), wall=30.0)[1]
+        assert bench._others_note(None, start, wall=30.0) == (None, False)
+        if Path("/proc/stat").exists():
+            use = bench.cpu_use()
+            assert use is not None and use.busy > 0 and use.own > 0
+
     def test_cli_registers_bench(self) -> None:
         """`dropoutlab bench` parses its options."""
         from dropoutlab.cli import build_parser

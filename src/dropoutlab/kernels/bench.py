@@ -6,8 +6,9 @@ way (Srivastava et al. 2014: Bernoulli dropout §4, Gaussian dropout §10, the T
 1. dropout and Gaussian dropout forward + backward at 100×1024, 100×2048 and 4096×4096:
    G elements/s, the speed-up over ``torch.nn.Dropout`` (or ``x * noise.normal_(1, σ)``), and
    the fraction of the memory-bandwidth bound. The bound comes from a large ``copy_`` into a
-   preallocated tensor measured in the same run: forward and backward each stream one read and
-   one write per element, like a copy, so the bound is (copy rate in elements/s) / 2;
+   preallocated tensor timed right before and right after each row: forward and backward each
+   stream one read and one write per element, like a copy, so the bound is (copy rate in
+   elements/s) / 2;
 2. bits saved for backward per element, counted with ``torch.autograd.graph.saved_tensors_hooks``;
 3. a training step of the Table 9 net (784-1024-1024-2048-10, batch 100): with dropout ÷
    without, ours (dropoutlab's MLP + MomentumSGD) and plain torch (``nn.Sequential`` with
@@ -106,12 +107,14 @@ def time_side_by_side(
     return result
 
 
-def copy_rate() -> tuple[float, Timing]:
-    """Elements/s of a float32 copy of 2^25 elements (128 MiB) into a preallocated tensor."""
-    src = torch.rand(1 << 25)
+COPY_ELEMENTS = 1 << 25  # the bandwidth reference: a float32 copy of 128 MiB
+
+
+def _large_copy() -> Callable[[], object]:
+    """A float32 copy of :data:`COPY_ELEMENTS` elements into a preallocated tensor."""
+    src = torch.rand(COPY_ELEMENTS)
     dst = torch.empty_like(src)
-    timing = time_side_by_side({"copy": lambda: dst.copy_(src)}, samples=7)["copy"]
-    return src.numel() / timing.seconds, timing
+    return lambda: dst.copy_(src)
 
 
 def _fwd_bwd(op: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int]
@@ -147,13 +150,21 @@ def saved_bits_per_element(op: Callable[[torch.Tensor], torch.Tensor]) -> float:
     return 8 * sum(saved) / x.numel()
 
 
-def op_rows(bound: float) -> tuple[list[Row], list[float]]:
-    """Rows for dropout and Gaussian dropout forward+backward at every shape."""
+def op_rows() -> tuple[list[Row], list[float], list[float]]:
+    """Rows for dropout and Gaussian dropout forward+backward at every shape; also the timing
+    spreads and, per row, the copy rate (elements/s) its bound came from.
+
+    Each row's bound comes from the large copy timed right before and right after that row:
+    the machine's memory bandwidth drifts between minutes (a copy measured minutes apart ran at
+    23 and 46 GB/s), so a bound measured once, apart, could be another machine's. (Interleaving
+    the copy with the samples themselves was measured too: its 128 MiB flushed the caches
+    between samples and cost the 100×1024 rows about 15 % of their speed.)"""
     from dropoutlab.functional import gaussian_sigma
     from dropoutlab.layers import Dropout, GaussianDropout
 
     sigma = gaussian_sigma(P_DROP)
-    rows, spreads = [], []
+    copy = _large_copy()
+    rows, spreads, copy_rates = [], [], []
     cases = (
         ("dropout", Dropout(P_DROP), nn.Dropout(P_DROP), "≥ 20×", 20.0),
         ("Gaussian dropout", GaussianDropout(P_DROP), _plain_gaussian(sigma), "–", None),
@@ -162,11 +173,15 @@ def op_rows(bound: float) -> tuple[list[Row], list[float]]:
         for shape in SHAPES:
             n = shape[0] * shape[1]
             big = n >= 1 << 24
+            before = time_side_by_side({"copy": copy}, samples=3)["copy"]
             t = time_side_by_side(
                 {"ours": _fwd_bwd(ours, shape), "torch": _fwd_bwd(plain, shape)},
                 samples=5 if big else 9, warmup=1 if big else 3,
             )
+            after = time_side_by_side({"copy": copy}, samples=3)["copy"]
             spreads += [t["ours"].spread, t["torch"].spread]
+            copy_rates.append(2 * COPY_ELEMENTS / (before.seconds + after.seconds))
+            bound = copy_rates[-1] / 2
             rate_o, rate_t = n / t["ours"].seconds, n / t["torch"].seconds
             speedup = t["torch"].seconds / t["ours"].seconds
             row_target, met = target, (None if need is None else speedup >= need)
@@ -179,7 +194,7 @@ def op_rows(bound: float) -> tuple[list[Row], list[float]]:
                 f"{100 * rate_o / bound:.0f} %", f"{100 * rate_t / bound:.1f} %",
                 row_target, met,
             ))
-    return rows, spreads
+    return rows, spreads, copy_rates
 
 
 def memory_rows() -> list[Row]:
@@ -276,15 +291,60 @@ def run(*, mnist: bool = True, peer: Path | None = None, cpu_time: bool = False,
         clock = time.perf_counter
 
 
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds so far: the whole machine's busy and stolen time, and this process's own."""
+
+    busy: float  # every CPU, every process and the kernel: user + nice + system + irq + softirq
+    steal: float  # time the hypervisor ran someone else while this machine's CPUs wanted to run
+    own: float  # this process, all its threads: user + system
+
+
+def parse_proc_stat(text: str, ticks_per_second: float) -> tuple[float, float]:
+    """(busy, steal) seconds from the aggregate ``cpu`` line of Linux's ``/proc/stat``."""
+    fields = text.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        raise ValueError(f"not a /proc/stat aggregate line: {text[:80]!r}")
+    ticks = [int(v) for v in fields[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+    steal = ticks[7] if len(ticks) > 7 else 0
+    return (user + nice + system + irq + softirq) / ticks_per_second, steal / ticks_per_second
+
+
+def cpu_use() -> CpuUse | None:
+    """The machine's and this process's CPU seconds so far; None where ``/proc/stat`` is
+    missing (not Linux)."""
+    try:
+        busy, steal = parse_proc_stat(Path("/proc/stat").read_text(),
+                                      os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError):
+        return None
+    own = os.times()
+    return CpuUse(busy, steal, own.user + own.system)
+
+
+def _others_note(start: CpuUse | None, end: CpuUse | None, wall: float
+                 ) -> tuple[str | None, bool]:
+    """A note on the CPU time other processes and other guests took during the run, and
+    whether it was enough to distort the timings (other processes above a quarter of a CPU on
+    average, or more than a tenth of the run stolen by the hypervisor)."""
+    if start is None or end is None or wall <= 0:
+        return None, False
+    others = max(0.0, (end.busy - start.busy) - (end.own - start.own))
+    stolen = max(0.0, end.steal - start.steal)
+    note = (f"other load: during the {wall:.0f}-s run, other processes (and the kernel) used "
+            f"{others:.1f} CPU-seconds ({others / wall:.2f} CPUs on average) and the hypervisor "
+            f"stole {stolen:.1f} s (/proc/stat).")
+    return note, others / wall > 0.25 or stolen / wall > 0.1
+
+
 def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], None]) -> str:
     """The body of :func:`run`, with the clock and thread count already set."""
     kernels.available()  # compile (or load) before anything is timed
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    say("memory bandwidth (large copy)")
-    copy_el, copy_t = copy_rate()
-    bound = copy_el / 2
-    say("dropout and Gaussian dropout forward+backward")
-    rows, spreads = op_rows(bound)
+    use_start, wall_start = cpu_use(), time.perf_counter()
+    say("dropout and Gaussian dropout forward+backward, each beside a large copy")
+    rows, spreads, copy_rates = op_rows()
     rows += memory_rows()
     say("Table 9 training step")
     step_rows, step_spreads, step_notes = training.step_rows()
@@ -294,27 +354,35 @@ def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], No
         say("quick MNIST epoch (dropoutlab.train vs the plain PyTorch script)")
         rows.append(training.mnist_row(peer, cpu_time=cpu_time))
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    others, busy = _others_note(use_start, cpu_use(), time.perf_counter() - wall_start)
     notes = [
-        f"bandwidth bound: a float32 copy_ of 2^25 elements into a preallocated tensor ran at "
-        f"{copy_el * 4 / 1e9:.1f} GB/s read ({copy_el / 1e9:.2f} G elem/s, spread "
-        f"{100 * copy_t.spread:.0f} %); forward and backward each stream one read and one "
-        f"write per element, so the bound is {bound / 1e9:.2f} G elem/s for forward+backward.",
+        f"bandwidth bound: a float32 copy_ of 2^25 elements into a preallocated tensor, timed "
+        f"right before and right after each dropout row, ran at "
+        f"{min(copy_rates) * 4 / 1e9:.1f}–{max(copy_rates) * 4 / 1e9:.1f} GB/s read across the "
+        f"rows; forward and backward each stream one read and one write per element, so a "
+        f"row's bound is its copy's elements/s ÷ 2 ({min(copy_rates) / 2e9:.2f}–"
+        f"{max(copy_rates) / 2e9:.2f} G elem/s).",
         *step_notes,
         "ratio column: torch time ÷ ours for forward+backward; ours ÷ torch for the epoch.",
         f"noise: median relative IQR of the timings {100 * statistics.median(spreads):.0f} % "
         f"(max {100 * max(spreads):.0f} %); 1-min load average {load_start:.2f} at the start, "
-        f"{load_end:.2f} at the end, on {os.cpu_count()} logical CPUs.",
+        f"{load_end:.2f} at the end (this run's own threads included), on {os.cpu_count()} "
+        "logical CPUs.",
     ]
+    if others is not None:
+        notes.append(others)
     facts = _machine()
     if cpu_time:
         facts["clock"] = ("CPU time of one thread (torch.get_num_threads() = 1): a per-core "
                           "comparison, not the multi-threaded speed")
     cpus = os.cpu_count() or 1
-    if max(load_start, load_end) > 0.5 * cpus:
+    if others is None:  # no /proc/stat: the load average before the run is all there is
+        busy = load_start > 0.5 * cpus
+    if busy:
         facts["warning"] = (
-            f"the machine was busy (load average up to {max(load_start, load_end):.1f} on "
-            f"{cpus} CPUs): other processes shared the cores and memory bandwidth, so these "
-            "numbers understate both sides unevenly (multi-threaded kernels wait for descheduled "
-            "threads). Re-run `make bench` on a quiet machine before quoting them."
+            "the machine was busy (see the other-load note): other processes or other guests "
+            "shared the cores and memory bandwidth, so these numbers understate both sides "
+            "unevenly (multi-threaded kernels wait for descheduled threads). Re-run `make bench` "
+            "on a quiet machine before quoting them."
         )
     return render(rows, facts, notes)
