@@ -150,9 +150,9 @@ def saved_bits_per_element(op: Callable[[torch.Tensor], torch.Tensor]) -> float:
     return 8 * sum(saved) / x.numel()
 
 
-def op_rows() -> tuple[list[Row], list[float], list[float]]:
+def op_rows() -> tuple[list[Row], dict[str, float], list[float]]:
     """Rows for dropout and Gaussian dropout forward+backward at every shape; also the timing
-    spreads and, per row, the copy rate (elements/s) its bound came from.
+    spreads by name and, per row, the copy rate (elements/s) its bound came from.
 
     Each row's bound comes from the large copy timed right before and right after that row:
     the machine's memory bandwidth drifts between minutes (a copy measured minutes apart ran at
@@ -164,7 +164,9 @@ def op_rows() -> tuple[list[Row], list[float], list[float]]:
 
     sigma = gaussian_sigma(P_DROP)
     copy = _large_copy()
-    rows, spreads, copy_rates = [], [], []
+    rows: list[Row] = []
+    spreads: dict[str, float] = {}
+    copy_rates: list[float] = []
     cases = (
         ("dropout", Dropout(P_DROP), nn.Dropout(P_DROP), "≥ 20×", 20.0),
         ("Gaussian dropout", GaussianDropout(P_DROP), _plain_gaussian(sigma), "–", None),
@@ -179,7 +181,8 @@ def op_rows() -> tuple[list[Row], list[float], list[float]]:
                 samples=5 if big else 9, warmup=1 if big else 3,
             )
             after = time_side_by_side({"copy": copy}, samples=3)["copy"]
-            spreads += [t["ours"].spread, t["torch"].spread]
+            for side in ("ours", "torch"):
+                spreads[f"{side}, {name} {shape[0]}×{shape[1]}"] = t[side].spread
             copy_rates.append(2 * COPY_ELEMENTS / (before.seconds + after.seconds))
             bound = copy_rates[-1] / 2
             rate_o, rate_t = n / t["ours"].seconds, n / t["torch"].seconds
@@ -349,12 +352,13 @@ def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], No
     say("Table 9 training step")
     step_rows, step_spreads, step_notes = training.step_rows()
     rows += step_rows
-    spreads += step_spreads
+    spreads |= step_spreads
     if mnist:
         say("quick MNIST epoch (dropoutlab.train vs the plain PyTorch script)")
         rows.append(training.mnist_row(peer, cpu_time=cpu_time))
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     others, busy = _others_note(use_start, cpu_use(), time.perf_counter() - wall_start)
+    noisiest = max(spreads, key=spreads.__getitem__)
     notes = [
         f"bandwidth bound: a float32 copy_ of 2^25 elements into a preallocated tensor, timed "
         f"right before and right after each dropout row, ran at "
@@ -364,8 +368,9 @@ def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], No
         f"{max(copy_rates) / 2e9:.2f} G elem/s).",
         *step_notes,
         "ratio column: torch time ÷ ours for forward+backward; ours ÷ torch for the epoch.",
-        f"noise: median relative IQR of the timings {100 * statistics.median(spreads):.0f} % "
-        f"(max {100 * max(spreads):.0f} %); 1-min load average {load_start:.2f} at the start, "
+        f"noise: median relative IQR of the timings {100 * statistics.median(spreads.values()):.0f}"
+        f" % (max {100 * spreads[noisiest]:.0f} %, {noisiest}; a median ignores a minority of "
+        f"slow samples); 1-min load average {load_start:.2f} at the start, "
         f"{load_end:.2f} at the end (this run's own threads included), on {os.cpu_count()} "
         "logical CPUs.",
     ]
