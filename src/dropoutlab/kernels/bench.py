@@ -381,13 +381,15 @@ def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], No
         facts["clock"] = ("CPU time of one thread (torch.get_num_threads() = 1): a per-core "
                           "comparison, not the multi-threaded speed")
     cpus = os.cpu_count() or 1
+    evidence = "see the other-load note"
     if others is None:  # no /proc/stat: the load average before the run is all there is
         busy = load_start > 0.5 * cpus
+        evidence = f"load average {load_start:.1f} on {cpus} CPUs before it started"
     if busy:
         facts["warning"] = (
-            "the machine was busy (see the other-load note): other processes or other guests "
-            "shared the cores and memory bandwidth, so these numbers understate both sides "
-            "unevenly (multi-threaded kernels wait for descheduled threads). Re-run `make bench` "
-            "on a quiet machine before quoting them."
+            f"the machine was busy ({evidence}): other processes or other guests shared the "
+            "cores and memory bandwidth, so these numbers understate both sides unevenly "
+            "(multi-threaded kernels wait for descheduled threads). Re-run `make bench` on a "
+            "quiet machine before quoting them."
         )
     return render(rows, facts, notes)
