@@ -209,7 +209,7 @@ def mnist_row(peer: Path | None = None, *, epochs: int = 6, rounds: int = 3,
     ``cpu_time`` it is single-thread CPU time, see :func:`_cpu_seconds_per_epoch`. Each round
     runs ours, then the plain script, for ``epochs`` epochs; the row gives the median over the
     rounds. Measured on a 2-core VM: with 3 epochs and 2 rounds the ratio of seven runs spread
-    over 0.54–0.64×, with 6 epochs and 3 rounds three runs gave 0.56–0.57× (about 10 s each).
+    over 0.54–0.64×, with 6 epochs and 3 rounds thirteen runs gave 0.55–0.58× (about 10 s each).
     """
     from dropoutlab.kernels.bench import Row
 
