@@ -154,7 +154,8 @@ def op_rows() -> tuple[list[Row], dict[str, float], list[float]]:
     """Rows for dropout and Gaussian dropout forward+backward at every shape; also the timing
     spreads by name and, per row, the copy rate (elements/s) its bound came from.
 
-    Each row's bound comes from the large copy timed right before and right after that row:
+    Each row's bound comes from the large copy timed right before and right after that row (one
+    copy timing sits between two rows and serves both):
     the machine's memory bandwidth drifts between minutes (a copy measured minutes apart ran at
     23 and 46 GB/s), so a bound measured once, apart, could be another machine's. (Interleaving
     the copy with the samples themselves was measured too: its 128 MiB flushed the caches
@@ -171,19 +172,23 @@ def op_rows() -> tuple[list[Row], dict[str, float], list[float]]:
         ("dropout", Dropout(P_DROP), nn.Dropout(P_DROP), "≥ 20×", 20.0),
         ("Gaussian dropout", GaussianDropout(P_DROP), _plain_gaussian(sigma), "–", None),
     )
+    def copy_seconds() -> float:
+        return time_side_by_side({"copy": copy}, samples=3)["copy"].seconds
+
+    before = copy_seconds()
     for name, ours, plain, target, need in cases:
         for shape in SHAPES:
             n = shape[0] * shape[1]
             big = n >= 1 << 24
-            before = time_side_by_side({"copy": copy}, samples=3)["copy"]
             t = time_side_by_side(
                 {"ours": _fwd_bwd(ours, shape), "torch": _fwd_bwd(plain, shape)},
                 samples=5 if big else 9, warmup=1 if big else 3,
             )
-            after = time_side_by_side({"copy": copy}, samples=3)["copy"]
+            after = copy_seconds()
             for side in ("ours", "torch"):
                 spreads[f"{side}, {name} {shape[0]}×{shape[1]}"] = t[side].spread
-            copy_rates.append(2 * COPY_ELEMENTS / (before.seconds + after.seconds))
+            copy_rates.append(2 * COPY_ELEMENTS / (before + after))
+            before = after
             bound = copy_rates[-1] / 2
             rate_o, rate_t = n / t["ours"].seconds, n / t["torch"].seconds
             speedup = t["torch"].seconds / t["ours"].seconds
