@@ -42,7 +42,7 @@ def keep_freed_memory() -> bool:
     Raises:
         ValueError: ``DROPOUTLAB_KEEP_FREED_MEMORY`` is set to something other than 0 or 1.
     """
-    setting = os.environ.get(ENV_VAR, "1").strip()
+    setting = _setting()
     if setting not in ("0", "1"):
         raise ValueError(f"environment variable {ENV_VAR} must be 0 or 1, got {setting!r}")
     if setting == "0" or not _glibc():
@@ -62,9 +62,14 @@ def describe() -> str:
     if _applied:
         return (f"kept for reuse (glibc heap for blocks up to {MMAP_THRESHOLD >> 20} MiB, "
                 f"trimmed beyond {TRIM_THRESHOLD >> 30} GiB free)")
-    if os.environ.get(ENV_VAR, "1").strip() == "0":
+    if _setting() == "0":
         return f"returned to the system ({ENV_VAR}=0)"
     return "the C library's default" + ("" if _glibc() else " (not glibc)")
+
+
+def _setting() -> str:
+    """The value of ``DROPOUTLAB_KEEP_FREED_MEMORY`` (default ``"1"``), stripped."""
+    return os.environ.get(ENV_VAR, "1").strip()
 
 
 def _glibc() -> bool:
