@@ -478,6 +478,39 @@ class TestBuild:
             assert F.gaussian_dropout(torch.ones(10), 0.5).shape == (10,)
 
 
+class TestHugePageHint:
+    def test_follows_the_allocator_whichever_comes_first(
+        self, native: None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Large outputs ask for huge pages unless freed memory is kept: loading the library
+        reads the allocator's state, and keep_freed_memory() updates a library already loaded."""
+        from dropoutlab import allocator
+
+        class FakeLibc:
+            def mallopt(self, param: int, value: int) -> int:
+                return 1
+
+        try:
+            monkeypatch.setattr(allocator, "_applied", False)
+            kernels.reset()
+            assert kernels.require().handle.dl_huge_pages() == 1
+            monkeypatch.setattr(allocator, "_applied", True)
+            kernels.reset()
+            assert kernels.require().handle.dl_huge_pages() == 0
+            monkeypatch.setattr(allocator, "_applied", False)
+            kernels.sync_huge_pages()
+            assert kernels.require().handle.dl_huge_pages() == 1
+            with monkeypatch.context() as patch:
+                patch.setattr(allocator, "_glibc", lambda: True)
+                patch.setattr(allocator.ctypes, "CDLL", lambda *args: FakeLibc())
+                patch.delenv(allocator.ENV_VAR, raising=False)
+                assert allocator.keep_freed_memory() is True
+            assert kernels.require().handle.dl_huge_pages() == 0
+        finally:
+            monkeypatch.undo()
+            kernels.sync_huge_pages()
+
+
 class TestFunctorch:
     def test_grad_transform_falls_back_to_torch(self, native: None) -> None:
         """functorch-wrapped tensors have no data pointer: they take the torch path."""

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
-__all__ = ["ENV_VAR", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "describe", "keep_freed_memory"]
+__all__ = ["ENV_VAR", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "describe", "freed_memory_kept",
+           "keep_freed_memory"]
 
 ENV_VAR = "DROPOUTLAB_KEEP_FREED_MEMORY"
 MMAP_THRESHOLD = 256 << 20  # blocks up to 256 MiB come from (and go back to) the heap
@@ -54,6 +56,14 @@ def keep_freed_memory() -> bool:
     global _applied
     mmap_set = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     _applied = libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mmap_set
+    kernels = sys.modules.get("dropoutlab.kernels")  # loaded already: its page hint follows
+    if kernels is not None:
+        kernels.sync_huge_pages()
+    return _applied
+
+
+def freed_memory_kept() -> bool:
+    """Whether :func:`keep_freed_memory` has applied its setting in this process."""
     return _applied
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from dropoutlab import allocator
 from dropoutlab.kernels._build import KernelBuildError, Library, build
 
 __all__ = [
@@ -76,11 +77,22 @@ def _load() -> Library | None:
                 try:
                     _library = build()
                     _bind(_library)
+                    sync_huge_pages()
                 except KernelBuildError as err:
                     _error = str(err)
                     logger.debug("native dropout kernels unavailable, using torch: %s", err)
                 _attempted = True
     return _library
+
+
+def sync_huge_pages() -> None:
+    """Let the kernels ask for 2 MiB pages on outputs of 8 MiB or more unless this process keeps
+    freed memory (:func:`dropoutlab.allocator.keep_freed_memory`, which calls this): reused
+    pages gain nothing from the hint, and a growing heap can stall on the compaction it asks
+    for. Only speed depends on it, never results. A no-op before the library is loaded (loading
+    calls it)."""
+    if _library is not None:
+        _library.handle.dl_set_huge_pages(0 if allocator.freed_memory_kept() else 1)
 
 
 def available() -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("dropout.c")
-ABI_VERSION = 3  # must match dl_abi_version() in dropout.c
+ABI_VERSION = 4  # must match dl_abi_version() in dropout.c
 
 _BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off")
 # Fastest first. -ffp-contract=off keeps every lane and the scalar tail bit-identical.
@@ -148,8 +148,11 @@ def _declare(handle: ctypes.CDLL) -> None:
         fn = getattr(handle, name)
         fn.argtypes = argtypes
         fn.restype = None
-    handle.dl_abi_version.argtypes = []
-    handle.dl_abi_version.restype = cint
+    handle.dl_set_huge_pages.argtypes = [cint]
+    handle.dl_set_huge_pages.restype = None
+    for name in ("dl_abi_version", "dl_huge_pages"):
+        getattr(handle, name).argtypes = []
+        getattr(handle, name).restype = cint
 
 
 def _load(path: Path) -> ctypes.CDLL:

@@ -99,11 +99,22 @@ static inline float turn(uint64_t h) { return (float)(uint32_t)(h >> 40) * 5.960
 /* sin(2 pi u) = cos(2 pi (u - 1/4)), shifted back into [0, 1) (exact for 24-bit u). */
 static inline float sin_turn(float u) { return cos_turn(u < 0.25f ? u + 0.75f : u - 0.25f); }
 
+/* Whether advise_huge asks for huge pages (dl_set_huge_pages). dropoutlab.kernels turns it off
+ * in a process that keeps freed memory (dropoutlab.allocator): there outputs reuse pages that
+ * are already mapped, so the hint saves no faults, and when the heap does grow, the kernel may
+ * compact memory synchronously to find a 2 MiB page (measured: single 4096^2 passes of 30-80 ms
+ * instead of 7). */
+static int huge_pages = 1;
+
+void dl_set_huge_pages(int on) { huge_pages = on != 0; }
+
+int dl_huge_pages(void) { return huge_pages; }
+
 /* Ask Linux to back a large, not yet touched output with 2 MiB pages: one page fault instead
  * of 512. A hint only: it never changes results. */
 static void advise_huge(void *ptr, int64_t nbytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (nbytes < 4 * HUGE_PAGE) return;
+    if (!huge_pages || nbytes < 4 * HUGE_PAGE) return;
     uintptr_t start = ((uintptr_t)ptr + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
     uintptr_t end = ((uintptr_t)ptr + (uintptr_t)nbytes) & ~(uintptr_t)(HUGE_PAGE - 1);
     if (end > start) madvise((void *)start, end - start, MADV_HUGEPAGE);
@@ -329,4 +340,4 @@ void dl_words(uint64_t seed, int64_t start, int64_t n, uint64_t *out) {
 
 
 /* Version of this ABI; _build.py refuses a library that reports another. */
-int dl_abi_version(void) { return 3; }
+int dl_abi_version(void) { return 4; }
