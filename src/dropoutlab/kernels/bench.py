@@ -182,7 +182,7 @@ def op_rows() -> tuple[list[Row], dict[str, float], list[float]]:
             big = n >= 1 << 24
             t = time_side_by_side(
                 {"ours": _fwd_bwd(ours, shape), "torch": _fwd_bwd(plain, shape)},
-                samples=5 if big else 9, warmup=1 if big else 3,
+                samples=5 if big else 9, warmup=3,
             )
             after = copy_seconds()
             for side in ("ours", "torch"):
