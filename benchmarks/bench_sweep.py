@@ -50,8 +50,8 @@ from pathlib import Path
 import torch
 
 from dropoutlab.config import RunConfig, config_to_toml, with_changes
-from dropoutlab.jobs import usable_cores
-from dropoutlab.sweep import Job, run_sweep
+from dropoutlab.provenance import usable_cores
+from dropoutlab.sweeps import Job, SweepOptions, run_sweep
 from dropoutlab.train import run_task
 
 
@@ -113,8 +113,9 @@ def serial_processes(jobs: list[Job]) -> None:
 
 def sweep(jobs: list[Job], **kwargs: object) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        summary = run_sweep(jobs, store=Path(tmp) / "runs.sqlite", progress=False,
-                            **kwargs)  # type: ignore[arg-type]
+        options = SweepOptions(store=Path(tmp) / "runs.sqlite", progress=False,
+                               **kwargs)  # type: ignore[arg-type]
+        summary = run_sweep(jobs, options)
         assert summary.ok and summary.done == len(jobs), summary.lines()
 
 

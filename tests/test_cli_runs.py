@@ -13,8 +13,8 @@ import pytest
 
 from dropoutlab.cli import main
 from dropoutlab.config import RunConfig
-from dropoutlab.jobs import Job
-from dropoutlab.store import Store
+from dropoutlab.sweeps.job import Job
+from dropoutlab.sweeps.store import Store
 
 TASK = "sweep_tasks:fake_train"
 

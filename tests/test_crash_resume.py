@@ -22,8 +22,7 @@ import pytest
 import sweep_tasks
 from dropoutlab.cli.sweep import build_jobs, register
 from dropoutlab.config import RunConfig
-from dropoutlab.store import Store
-from dropoutlab.sweep import run_sweep
+from dropoutlab.sweeps import Store, SweepOptions, run_sweep
 
 TESTS = Path(__file__).parent
 
@@ -141,7 +140,7 @@ def test_sigkill_mid_sweep_then_same_command_finishes_each_run_once(tmp_path: Pa
 
     reference = tmp_path / "reference.sqlite"
     jobs = build_jobs(parse(["sweep", *SMOKE]))
-    assert run_sweep(jobs, store=reference, workers=2).ok
+    assert run_sweep(jobs, SweepOptions(store=reference, workers=2)).ok
     with Store(reference) as db:
         expected = {r.config_hash: r for r in db.records()}
     assert expected.keys() == after.keys()

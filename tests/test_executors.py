@@ -17,9 +17,8 @@ import pytest
 from dropoutlab import allocator
 from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.errors import DropoutlabError
-from dropoutlab.executors import LocalExecutor, WorkItem, make_executor
-from dropoutlab.store import Store
-from dropoutlab.sweep import Job, run_sweep
+from dropoutlab.sweeps import Job, Store, SweepOptions, run_sweep
+from dropoutlab.sweeps.executors import LocalExecutor, WorkItem, make_executor
 
 TESTS = Path(__file__).parent
 needs_ray = pytest.mark.skipif(find_spec("ray") is None,
@@ -107,7 +106,7 @@ class TestLocalExecutor:
         monkeypatch.setenv("FAKE_TASK_SLEEP", "0.05")
         jobs = [Job("e", "dies", RunConfig(seed=1), "sweep_tasks:fake_die_while_another_runs"),
                 Job("e", "survives", RunConfig(epochs=10, seed=2), "sweep_tasks:fake_train")]
-        summary = run_sweep(jobs, store=tmp_path / "s.sqlite", workers=2, retries=0)
+        summary = run_sweep(jobs, SweepOptions(store=tmp_path / "s.sqlite", workers=2, retries=0))
         assert (summary.done, summary.failed) == (1, 1)
         assert "worker process died" in summary.failures[0].message
         with Store(tmp_path / "s.sqlite") as db:
@@ -283,8 +282,8 @@ class TestRay:
                                                       tmp_path: Path) -> None:
         """8 digits smoke runs through Ray store exactly what the local pool stores."""
         jobs = smoke_jobs(8)
-        local = run_sweep(jobs, store=tmp_path / "local.sqlite", workers=2)
-        remote = run_sweep(jobs, store=tmp_path / "ray.sqlite", executor="ray")
+        local = run_sweep(jobs, SweepOptions(store=tmp_path / "local.sqlite", workers=2))
+        remote = run_sweep(jobs, SweepOptions(store=tmp_path / "ray.sqlite", executor="ray"))
         assert local.done == remote.done == 8
         a, b = stored(tmp_path / "local.sqlite"), stored(tmp_path / "ray.sqlite")
         assert a == b and {status for status, *_ in a.values()} == {"done"}
@@ -294,12 +293,12 @@ class TestRay:
         """Through Ray a flaky run is retried and a broken one reported after its retries."""
         jobs = [Job("e", "flaky", RunConfig(epochs=2, seed=1), "sweep_tasks:fake_flaky"),
                 Job("e", "broken", RunConfig(seed=2), "sweep_tasks:fake_fail")]
-        summary = run_sweep(jobs, store=tmp_path / "s.sqlite", executor="ray", retries=1,
-                            checkpoint_dir=tmp_path / "ckpt")
+        summary = run_sweep(jobs, SweepOptions(store=tmp_path / "s.sqlite", executor="ray",
+                                               retries=1, checkpoint_dir=tmp_path / "ckpt"))
         assert (summary.done, summary.failed) == (1, 1)
         assert "boom for seed 2" in summary.failures[0].message
-        assert run_sweep(jobs, store=tmp_path / "s.sqlite", executor="ray",
-                         retries=0).skipped == 1
+        assert run_sweep(jobs, SweepOptions(store=tmp_path / "s.sqlite", executor="ray",
+                                            retries=0)).skipped == 1
 
     def test_interrupt_cancels_and_the_run_stays_resumable(self, ray_instance: Any,
                                                            ray_log: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Each experiment's analysis on synthetic run records with known answers.
 
-The records are real :class:`~dropoutlab.store.RunRecord` objects built from the experiment's
+The records are real :class:`~dropoutlab.sweeps.store.RunRecord` objects built from the experiment's
 own quick-budget jobs (so the analysis classifies them exactly as it would stored runs), with
 metrics chosen so that each finding must come out True — and, in a second case, False.
 """
@@ -17,7 +17,7 @@ import pytest
 from dropoutlab.experiments import EXPERIMENTS, Analysis, Finding
 from dropoutlab.experiments.overfitting_curves import rise_and_onset
 from dropoutlab.experiments.retention_rate import flat_spread
-from dropoutlab.store import RunRecord
+from dropoutlab.sweeps.store import RunRecord
 
 Metrics = Callable[[str, int], dict[str, Any]]
 

@@ -1,10 +1,10 @@
 """Every experiment end to end at the ``smoke`` budget: runs, store, analysis, report files.
 
-Each job runs through the real engine — :func:`dropoutlab.jobs.execute`, the function a sweep
-worker calls (real training on the bundled digits, or the experiment's own task) — in this
-process, so the test pays no process-pool start-up; the outcomes go through the real store and
-the analysis and report are built from the stored records (the process pool itself is tested
-with these experiments in test_reproduce.py). conv-nets runs on tiny fabricated CIFAR-10 files.
+Each job runs through the real engine — :func:`dropoutlab.sweeps.execution.execute`, the function a
+sweep worker calls (real training on the bundled digits, or the experiment's own task) — in this
+process, so the test pays no process-pool start-up; the outcomes go through the real store and the
+analysis and report are built from the stored records (the process pool itself is tested with these
+experiments in test_reproduce.py). conv-nets runs on tiny fabricated CIFAR-10 files.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from dropoutlab.experiments import EXPERIMENTS, Analysis, Experiment
-from dropoutlab.jobs import execute
 from dropoutlab.report import write_report
 from dropoutlab.report.header import ReportMeta
-from dropoutlab.store import Store
+from dropoutlab.sweeps.execution import execute
+from dropoutlab.sweeps.store import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -21,13 +21,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from dropoutlab.experiments.base import (
-    Analysis,
-    Figure,
-    Finding,
-    PaperValue,
-    Table,
-)
 from dropoutlab.report import (
     ReportError,
     ReportMeta,
@@ -36,6 +29,7 @@ from dropoutlab.report import (
     meta_from_records,
     write_report,
 )
+from dropoutlab.report.content import Analysis, Figure, Finding, PaperValue, Table
 from dropoutlab.report.header import describe_hardware, format_seconds, short_commit
 from dropoutlab.report.tables import (
     findings_text,

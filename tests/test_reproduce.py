@@ -30,20 +30,20 @@ import matplotlib.pyplot as plt
 import pytest
 
 import dropoutlab.experiments as experiments_module
-import dropoutlab.sweep as sweep_module
+import dropoutlab.sweeps as sweep_module
 from dropoutlab.config import DataConfig, RunConfig, with_changes
 from dropoutlab.errors import DataError, DropoutlabError, StoreError
 from dropoutlab.experiments import Analysis, Figure, Finding, PaperValue, Table
-from dropoutlab.jobs import Job
 from dropoutlab.report import ReportError
 from dropoutlab.reproduce import (
-    Outcome,
+    Reproduction,
     SweepOptions,
     plan,
     rebuild,
     reproduce,
     select,
 )
+from dropoutlab.sweeps.job import Job
 
 # --------------------------------------------------------------------- fake experiments
 
@@ -143,7 +143,7 @@ def fakes() -> Iterator[None]:
 
 
 @pytest.fixture(scope="class")
-def fake_all(fakes: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcome, Path]:
+def fake_all(fakes: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Reproduction, Path]:
     """``reproduce all`` over the fakes at smoke budget with 3 seeds, one worker."""
     root = tmp_path_factory.mktemp("fake")
     options = SweepOptions(store=root / "runs.sqlite", workers=1, retries=0, progress=False)
@@ -202,14 +202,14 @@ class TestExitCode:
         from dropoutlab.report import Skipped
 
         summary = None if ok is None else SimpleNamespace(ok=ok)
-        outcome = Outcome(index=Path("x"), stopped=stopped, summary=summary)  # type: ignore[arg-type]
+        outcome = Reproduction(index=Path("x"), stopped=stopped, summary=summary)  # type: ignore[arg-type]
         if broken:
             outcome.skipped.append(Skipped("b", "B", "r", "analysis failed: boom"))
         assert outcome.exit_code == code
 
 
 class TestReproduceFakes:
-    def test_known_numbers_in_the_table(self, fake_all: tuple[Outcome, Path]) -> None:
+    def test_known_numbers_in_the_table(self, fake_all: tuple[Reproduction, Path]) -> None:
         """Means over seeds 0, 1, 2 are 1.1 (dropout) and 2.1 (none); the (?) mark is kept."""
         outcome, root = fake_all
         rows = read_csv(root / "report" / "fake-dropout" / "errors.csv")
@@ -222,7 +222,7 @@ class TestReproduceFakes:
         assert (root / "report" / "fake-dropout" / "bars.svg").is_file()
         assert outcome.index == root / "report" / "index.html"
 
-    def test_header_counts(self, fake_all: tuple[Outcome, Path]) -> None:
+    def test_header_counts(self, fake_all: tuple[Reproduction, Path]) -> None:
         """The header knows each experiment's runs, seeds and that they were trained now."""
         outcome, _ = fake_all
         assert outcome.meta is not None
@@ -232,7 +232,7 @@ class TestReproduceFakes:
         assert outcome.meta.wall_seconds is not None and outcome.meta.wall_seconds > 0
         assert "digits" in outcome.meta.data
 
-    def test_skips_and_failures_are_reported(self, fake_all: tuple[Outcome, Path]) -> None:
+    def test_skips_and_failures_are_reported(self, fake_all: tuple[Reproduction, Path]) -> None:
         """Absent data and a broken analysis are sections with reasons; failed runs count."""
         outcome, root = fake_all
         reasons = {s.name: s.reason for s in outcome.skipped}
@@ -246,7 +246,7 @@ class TestReproduceFakes:
         assert "needs --data-dir with CIFAR-10" in html
         assert [a.experiment for a in outcome.analyses] == ["fake-dropout", "fake-failing"]
 
-    def test_rerun_trains_nothing(self, fake_all: tuple[Outcome, Path]) -> None:
+    def test_rerun_trains_nothing(self, fake_all: tuple[Reproduction, Path]) -> None:
         """Running the same experiment again finds every run stored and skips it."""
         _, root = fake_all
         options = SweepOptions(store=root / "runs.sqlite", workers=1, progress=False)
@@ -259,7 +259,7 @@ class TestReproduceFakes:
         assert (root / "again" / "fake-dropout" / "errors.csv").read_bytes() == \
             (root / "report" / "fake-dropout" / "errors.csv").read_bytes()
 
-    def test_rebuild_same_tables_without_training(self, fake_all: tuple[Outcome, Path],
+    def test_rebuild_same_tables_without_training(self, fake_all: tuple[Reproduction, Path],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
         """`report` rebuilds the same tables from the store; nothing runs, the store is as was."""
         _, root = fake_all
@@ -280,7 +280,7 @@ class TestReproduceFakes:
         assert reasons["fake-failing"].startswith("no stored runs at budget smoke")
         assert "rebuilt from stored runs" in outcome.index.read_text(encoding="utf-8")
 
-    def test_rebuild_other_budget(self, fake_all: tuple[Outcome, Path]) -> None:
+    def test_rebuild_other_budget(self, fake_all: tuple[Reproduction, Path]) -> None:
         """A budget that never ran: an error naming the command to run, or a skip for 'all'."""
         _, root = fake_all
         with pytest.raises(DropoutlabError, match=r"no stored runs of fake-dropout at budget "
@@ -312,7 +312,7 @@ class TestReproduceFakes:
 
 
 @pytest.fixture(scope="module")
-def smoke_all(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcome, Path]:
+def smoke_all(tmp_path_factory: pytest.TempPathFactory) -> tuple[Reproduction, Path]:
     """`reproduce all --budget smoke` over the real registry, one store for the module."""
     root = tmp_path_factory.mktemp("smoke")
     options = SweepOptions(store=root / "runs.sqlite", progress=False)
@@ -321,7 +321,7 @@ def smoke_all(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcome, Path]:
     return outcome, root
 
 
-def _report_files(outcome: Outcome) -> list[Path]:
+def _report_files(outcome: Reproduction) -> list[Path]:
     out = outcome.index.parent
     files = []
     for analysis in outcome.analyses:
@@ -335,7 +335,7 @@ def _report_files(outcome: Outcome) -> list[Path]:
 
 @pytest.mark.slow
 class TestEveryExperimentAtSmoke:
-    def test_every_experiment_runs_or_says_why(self, smoke_all: tuple[Outcome, Path]) -> None:
+    def test_every_experiment_runs_or_says_why(self, smoke_all: tuple[Reproduction, Path]) -> None:
         """Each experiment is analysed, or skipped only because its data is absent."""
         outcome, _ = smoke_all
         shown = {a.experiment for a in outcome.analyses}
@@ -346,7 +346,7 @@ class TestEveryExperimentAtSmoke:
         assert outcome.exit_code == 0
         assert all(a.findings for a in outcome.analyses)
 
-    def test_report_files(self, smoke_all: tuple[Outcome, Path]) -> None:
+    def test_report_files(self, smoke_all: tuple[Reproduction, Path]) -> None:
         """index.html, every table as .md and .csv, every figure as .png and .svg."""
         outcome, _ = smoke_all
         html = outcome.index.read_text(encoding="utf-8")
@@ -357,7 +357,7 @@ class TestEveryExperimentAtSmoke:
             if path.suffix in (".png", ".csv"):
                 assert path.relative_to(outcome.index.parent).as_posix() in html
 
-    def test_rebuild_from_the_store(self, smoke_all: tuple[Outcome, Path]) -> None:
+    def test_rebuild_from_the_store(self, smoke_all: tuple[Reproduction, Path]) -> None:
         """`report` rebuilds the same tables from stored runs; the store does not change."""
         outcome, root = smoke_all
         store = root / "runs.sqlite"
@@ -376,7 +376,7 @@ class TestEveryExperimentAtSmoke:
     @pytest.mark.skipif(shutil.which("chromium") is None and
                         shutil.which("chromium-browser") is None,
                         reason="needs headless Chromium on PATH")
-    def test_real_report_renders(self, smoke_all: tuple[Outcome, Path],
+    def test_real_report_renders(self, smoke_all: tuple[Reproduction, Path],
                                  tmp_path: Path) -> None:
         """The real smoke report loads in headless Chromium: every image, no console error."""
         from test_report_browser import PROBE, open_in_chromium

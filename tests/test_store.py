@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from dropoutlab import store_schema as schema_module
+from dropoutlab.sweeps import schema as schema_module
 from dropoutlab.config import RunConfig
 from dropoutlab.errors import StoreError
-from dropoutlab.jobs import Job
-from dropoutlab.store import SCHEMA_VERSION, Store
+from dropoutlab.sweeps.job import Job
+from dropoutlab.sweeps.store import SCHEMA_VERSION, Store
 
 TASK = "sweep_tasks:fake_train"
 
@@ -292,7 +292,7 @@ WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     from test_store import job, outcome
-    from dropoutlab.store import Store
+    from dropoutlab.sweeps.store import Store
     with Store({path!r}) as db:
         jobs = [job(s) for s in range(100000)]
         i = 0

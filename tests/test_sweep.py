@@ -9,8 +9,7 @@ import pytest
 import sweep_tasks
 from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.errors import DropoutlabError
-from dropoutlab.store import Store
-from dropoutlab.sweep import Job, SweepSummary, run_sweep
+from dropoutlab.sweeps import Job, Store, SweepOptions, SweepSummary, run_sweep
 
 FAKE = "sweep_tasks:fake_train"
 
@@ -45,9 +44,9 @@ class TestRunSweep:
         """A first sweep runs each job once; the same sweep again runs nothing."""
         store = tmp_path / "runs.sqlite"
         jobs = grid(4)
-        first = run_sweep(jobs, store=store, workers=2)
+        first = run_sweep(jobs, SweepOptions(store=store, workers=2))
         assert (first.done, first.skipped, first.ok, first.exit_code) == (4, 0, True, 0)
-        second = run_sweep(jobs, store=store, workers=2)
+        second = run_sweep(jobs, SweepOptions(store=store, workers=2))
         assert (second.done, second.skipped, second.ok) == (0, 4, True)
         assert sorted(s for e, s in events(task_log) if e == "start") == [0, 1, 2, 3]
         with Store(store) as db:
@@ -63,7 +62,8 @@ class TestRunSweep:
         """A flaky run succeeds on retry; a broken one is reported after 1 + retries tries."""
         jobs = [*grid(2), Job("exp", "broken", RunConfig(seed=10), "sweep_tasks:fake_fail"),
                 Job("exp", "flaky", RunConfig(epochs=2, seed=11), "sweep_tasks:fake_flaky")]
-        summary = run_sweep(jobs, store=tmp_path / "runs.sqlite", workers=2, retries=2)
+        summary = run_sweep(jobs, SweepOptions(store=tmp_path / "runs.sqlite", workers=2,
+                                               retries=2))
         assert (summary.done, summary.failed, summary.exit_code) == (3, 1, 1)
         [failure] = summary.failures
         assert failure.name == "broken" and failure.attempts == 3
@@ -79,7 +79,8 @@ class TestRunSweep:
         """With retries=0 a failure is final for this sweep; the next sweep tries it again."""
         jobs = [Job("exp", "broken", RunConfig(seed=10), "sweep_tasks:fake_fail")]
         for _ in range(2):
-            summary = run_sweep(jobs, store=tmp_path / "runs.sqlite", workers=1, retries=0)
+            summary = run_sweep(jobs, SweepOptions(store=tmp_path / "runs.sqlite", workers=1,
+                                                   retries=0))
             assert summary.failed == 1
         assert [e for e, _ in events(task_log)] == ["start", "start"]
 
@@ -87,15 +88,15 @@ class TestRunSweep:
         """A diverged run is stored as such and never run again."""
         config = with_changes(RunConfig(epochs=2), {"optim.lr": 20.0})
         jobs = [Job("exp", "too fast", config, FAKE)]
-        assert run_sweep(jobs, store=tmp_path / "s.sqlite", workers=1).diverged == 1
-        assert run_sweep(jobs, store=tmp_path / "s.sqlite", workers=1).skipped == 1
+        assert run_sweep(jobs, SweepOptions(store=tmp_path / "s.sqlite", workers=1)).diverged == 1
+        assert run_sweep(jobs, SweepOptions(store=tmp_path / "s.sqlite", workers=1)).skipped == 1
         assert len(events(task_log)) == 2  # one start, one done
 
     def test_one_config_in_two_experiments_runs_once(self, tmp_path: Path,
                                                      task_log: Path) -> None:
         """The same config+task from two experiments is one run, found under both."""
         jobs = grid(2, experiment="a") + grid(2, experiment="b")
-        summary = run_sweep(jobs, store=tmp_path / "s.sqlite", workers=2)
+        summary = run_sweep(jobs, SweepOptions(store=tmp_path / "s.sqlite", workers=2))
         assert (summary.total, summary.done) == (2, 2)
         with Store(tmp_path / "s.sqlite") as db:
             assert len(db.records(experiment="a")) == len(db.records(experiment="b")) == 2
@@ -114,7 +115,7 @@ class TestRunSweep:
         ckpt.mkdir()  # two epochs done before the "crash": the checkpoint a run leaves
         sweep_tasks.fake_train(with_changes(config, {"epochs": 2}),
                                checkpoint_path=ckpt / f"{job.key}.pt")
-        summary = run_sweep([job], store=store, workers=1, checkpoint_dir=ckpt)
+        summary = run_sweep([job], SweepOptions(store=store, workers=1, checkpoint_dir=ckpt))
         assert summary.done == 1
         assert "resumed" in [e for e, _ in events(task_log)]
         with Store(store) as db:
@@ -137,12 +138,13 @@ class TestArguments:
                                            message: str) -> None:
         """Each invalid argument raises a message naming it and the value received."""
         with pytest.raises(DropoutlabError, match=message):
-            run_sweep(grid(1), store=tmp_path / "s.sqlite", **kwargs)
+            run_sweep(grid(1), SweepOptions(store=tmp_path / "s.sqlite", **kwargs))
 
     def test_unknown_task_fails_before_anything_runs(self, tmp_path: Path) -> None:
         """A task path that does not import is refused up front, before the store is made."""
         with pytest.raises(ValueError, match="cannot import module 'no_such_module'"):
-            run_sweep(grid(1, task="no_such_module:train"), store=tmp_path / "s.sqlite")
+            run_sweep(grid(1, task="no_such_module:train"),
+                      SweepOptions(store=tmp_path / "s.sqlite"))
         assert not (tmp_path / "s.sqlite").exists()
 
     def test_job_validates_its_fields(self) -> None:

@@ -9,9 +9,8 @@ import pytest
 
 from dropoutlab import train as train_module
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.jobs import Job
-from dropoutlab.sweep import run_sweep
-from dropoutlab.sweep_progress import SweepProgress, format_duration
+from dropoutlab.sweeps import Job, SweepOptions, run_sweep
+from dropoutlab.sweeps.progress import SweepProgress, format_duration
 
 
 def digits_config(epochs: int) -> RunConfig:
@@ -109,7 +108,7 @@ class TestSweepProgress:
         """Not a terminal: a line per finished run, and an epoch summary at most every 30 s."""
         clock = FakeClock()
         shown = SweepProgress({"a": 10, "b": 10}, enabled=False, clock=clock)
-        with caplog.at_level(logging.INFO, logger="dropoutlab.sweep"):
+        with caplog.at_level(logging.INFO, logger="dropoutlab.sweeps"):
             for epoch in range(1, 6):
                 clock.now += 5.0
                 shown.epoch("a", epoch, 10)  # 25 s: no summary yet
@@ -129,8 +128,9 @@ class TestSweepProgress:
         """run_sweep without a terminal logs each finished run with the running counts."""
         jobs = [Job("e", f"seed={s}", RunConfig(epochs=3, seed=s), "sweep_tasks:fake_train")
                 for s in range(2)]
-        with caplog.at_level(logging.INFO, logger="dropoutlab.sweep"):
-            summary = run_sweep(jobs, store=tmp_path / "s.sqlite", workers=2, progress=False)
+        with caplog.at_level(logging.INFO, logger="dropoutlab.sweeps"):
+            summary = run_sweep(jobs, SweepOptions(store=tmp_path / "s.sqlite", workers=2,
+                                                   progress=False))
         assert summary.done == 2
         finished = [m for m in caplog.messages if m.startswith("done ")]
         assert len(finished) == 2 and finished[-1].endswith(" · runs 2/2 · epochs 6/6 · ETA 0s")

@@ -11,7 +11,8 @@ and findings, and write the report (:mod:`dropoutlab.report`).
 the report without training anything (``dropoutlab report``).
 
 This module is the one seam between the experiments (``experiments/``), the sweep engine
-(:func:`dropoutlab.sweep.run_sweep`), the store (:class:`dropoutlab.store.Store`) and the report.
+(:func:`dropoutlab.sweeps.run_sweep`), the store (:class:`dropoutlab.sweeps.Store`) and the report;
+one :class:`~dropoutlab.sweeps.SweepOptions` comes in from the CLI and goes to the driver as is.
 """
 
 from __future__ import annotations
@@ -36,17 +37,16 @@ from dropoutlab.report import (
     use_agg,
     write_report,
 )
-from dropoutlab.store import DEFAULT_STORE
+from dropoutlab.run_status import FINAL_STATUSES
+from dropoutlab.sweeps import DEFAULT_STORE, SweepOptions
 
 if TYPE_CHECKING:
     from dropoutlab.experiments import Analysis, Experiment
-    from dropoutlab.jobs import Job
-    from dropoutlab.store import RunRecord
-    from dropoutlab.sweep import SweepSummary
+    from dropoutlab.sweeps import Job, RunRecord, SweepSummary
 
 __all__ = [
-    "Outcome",
     "Plan",
+    "Reproduction",
     "SweepOptions",
     "default_out_dir",
     "plan",
@@ -60,28 +60,6 @@ log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class SweepOptions:
-    """How the grids run: the arguments of :func:`dropoutlab.sweep.run_sweep` besides the jobs.
-
-    The defaults are the sweep engine's: the local process pool, the default store
-    ``./dropoutlab-runs/runs.sqlite``, checkpoints beside the store.
-    """
-
-    store: Path = DEFAULT_STORE
-    executor: str = "local"
-    workers: int | None = None
-    threads_per_run: int = 1
-    retries: int = 1
-    checkpoint_dir: Path | None = None
-    ray_address: str | None = None
-    progress: bool | None = None  # None: a progress bar when stderr is a terminal
-
-    def sweep_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`~dropoutlab.sweep.run_sweep`."""
-        return dataclasses.asdict(self)
-
-
 @dataclass
 class Plan:
     """One experiment to run: its grid for the budget, on the chosen device."""
@@ -91,7 +69,7 @@ class Plan:
 
 
 @dataclass
-class Outcome:
+class Reproduction:
     """What :func:`reproduce` or :func:`rebuild` did.
 
     Attributes:
@@ -239,7 +217,7 @@ def _analyze(experiment: Experiment, records: Sequence[RunRecord],
 def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
               device: str = "cpu", data_dir: str | None = None,
               out_dir: str | Path | None = None, sweep: SweepOptions | None = None,
-              command: str = "", echo: Echo | None = None) -> Outcome:
+              command: str = "", echo: Echo | None = None) -> Reproduction:
     """Run experiment ``name`` (or ``all``) at ``budget`` and write its report.
 
     The grids of all chosen experiments run as one sweep (one pool of workers, one progress
@@ -259,7 +237,7 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
         echo: Called with one line per step (the CLI prints them); default: logged.
 
     Returns:
-        The :class:`Outcome`; its ``exit_code`` is what the CLI returns.
+        The :class:`Reproduction`; its ``exit_code`` is what the CLI returns.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones), budget or seeds.
@@ -272,12 +250,11 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
     plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
                           data_dir=data_dir, strict=name != "all")
     out = _out_dir(out_dir, sweep.store, name, budget)  # checked before hours of training
-    from dropoutlab.store import Store
-    from dropoutlab.sweep import run_sweep
+    from dropoutlab.sweeps import Store, run_sweep
 
     use_agg()
     meta = collect_meta(budget, seeds=seeds, command=command)
-    outcome = Outcome(index=Path(), skipped=skipped, meta=meta)
+    result = Reproduction(index=Path(), skipped=skipped, meta=meta)
     for s in skipped:
         say(f"skipped {s.name}: {s.reason}")
     jobs = [job for item in plans for job in item.jobs]
@@ -285,40 +262,40 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
     if jobs:
         grids = ", ".join(f"{item.experiment.name} ({len(item.jobs)})" for item in plans)
         say(f"budget {budget}: {len({job.key for job in jobs})} runs for {grids}")
-        outcome.summary = run_sweep(jobs, **sweep.sweep_kwargs())
-        outcome.stopped = outcome.summary.stopped
-        for line in outcome.summary.lines():
+        result.summary = run_sweep(jobs, sweep)
+        result.stopped = result.summary.stopped
+        for line in result.summary.lines():
             say(line)
         with Store.open_readonly(sweep.store) as db:
             for item in plans:
-                _analyze_stored(item, db, outcome, since=sweep_started)
+                _analyze_stored(item, db, result, since=sweep_started)
     meta.wall_seconds = time.perf_counter() - started
-    outcome.index = write_report(outcome.analyses, out, meta, skipped=skipped)
-    return outcome
+    result.index = write_report(result.analyses, out, meta, skipped=skipped)
+    return result
 
 
-def _analyze_stored(item: Plan, db: Any, outcome: Outcome, *, since: float) -> None:
-    """Analyse one experiment's stored runs into ``outcome`` (or say why it is skipped)."""
+def _analyze_stored(item: Plan, db: Any, result: Reproduction, *, since: float) -> None:
+    """Analyse one experiment's stored runs into ``result`` (or say why it is skipped)."""
     exp = item.experiment
-    assert outcome.meta is not None
+    assert result.meta is not None
     records = _records_of(db, exp.name, item.jobs)
-    ran = sum(1 for r in records if r.status in ("done", "diverged") and r.updated >= since)
-    _note_data(outcome.meta, item.jobs)
-    if outcome.stopped and not any(r.status == "done" for r in records):
-        outcome.skipped.append(Skipped(exp.name, exp.title, exp.paper_ref,
+    ran = sum(1 for r in records if r.status in FINAL_STATUSES and r.updated >= since)
+    _note_data(result.meta, item.jobs)
+    if result.stopped and not any(r.status == "done" for r in records):
+        result.skipped.append(Skipped(exp.name, exp.title, exp.paper_ref,
                                        "not run: stopped by Ctrl-C before any of its runs "
                                        "finished"))
         return
-    analysis = _analyze(exp, records, outcome.skipped)
+    analysis = _analyze(exp, records, result.skipped)
     if analysis is not None:
-        outcome.analyses.append(analysis)
-    meta_from_records(outcome.meta, exp.name, records, ran=ran)
+        result.analyses.append(analysis)
+    meta_from_records(result.meta, exp.name, records, ran=ran)
 
 
 def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
             device: str = "cpu", data_dir: str | None = None,
-            store: str | Path = SweepOptions.store, out_dir: str | Path | None = None,
-            command: str = "", echo: Echo | None = None) -> Outcome:
+            store: str | Path = DEFAULT_STORE, out_dir: str | Path | None = None,
+            command: str = "", echo: Echo | None = None) -> Reproduction:
     """Write the report of ``name`` (or ``all``) from stored runs, training nothing.
 
     The runs are found by the keys of the same grids :func:`reproduce` builds, so give the
@@ -330,7 +307,7 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
         StoreError: the store does not exist or cannot be read (it is opened read-only).
         DropoutlabError: ``name`` is one experiment and none of its runs are stored.
     """
-    from dropoutlab.store import Store
+    from dropoutlab.sweeps import Store
 
     started = time.perf_counter()
     say = echo or log.info
@@ -343,12 +320,12 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
     out = _out_dir(out_dir, store, name, budget)
     use_agg()
     meta = collect_meta(budget, seeds=seeds, command=command, rebuilt=True)
-    outcome = Outcome(index=Path(), skipped=skipped, meta=meta)
+    result = Reproduction(index=Path(), skipped=skipped, meta=meta)
     with Store.open_readonly(store) as db:
         for item in plans:
             exp = item.experiment
             records = _records_of(db, exp.name, item.jobs)
-            finished = [r for r in records if r.status in ("done", "diverged")]
+            finished = [r for r in records if r.status in FINAL_STATUSES]
             if not finished:
                 how = f"dropoutlab reproduce {exp.name} --budget {budget}"
                 if name != "all":
@@ -363,8 +340,8 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
             _note_data(meta, item.jobs)
             analysis = _analyze(exp, records, skipped)
             if analysis is not None:
-                outcome.analyses.append(analysis)
+                result.analyses.append(analysis)
             meta_from_records(meta, exp.name, records)
     meta.wall_seconds = time.perf_counter() - started
-    outcome.index = write_report(outcome.analyses, out, meta, skipped=skipped)
-    return outcome
+    result.index = write_report(result.analyses, out, meta, skipped=skipped)
+    return result

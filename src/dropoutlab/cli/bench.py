@@ -1,11 +1,21 @@
-"""``dropoutlab bench``: the dropout benchmark suite, printed and written to BENCHMARKS.md."""
+"""``dropoutlab bench``: run ``benchmarks/bench_dropout.py`` of this source checkout.
+
+The benchmarks live in ``benchmarks/`` beside the package and are never imported by it; this
+command finds the suite (in the working directory, else in the checkout the package was
+installed from in editable mode) and runs it in a fresh interpreter with the same flags.
+"""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from dropoutlab.errors import DropoutlabError
+
+SUITE = Path("benchmarks") / "bench_dropout.py"
 
 
 def register(subparsers: Any) -> None:
@@ -27,17 +37,32 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def find_suite() -> Path:
+    """``benchmarks/bench_dropout.py`` in the working directory or the package's checkout.
+
+    Raises:
+        DropoutlabError: neither has it (an installed wheel ships no benchmarks).
+    """
+    checkout = Path(__file__).resolve().parents[3]
+    for root in (Path.cwd(), checkout):
+        if (root / SUITE).is_file():
+            return root / SUITE
+    raise DropoutlabError(f"`dropoutlab bench` runs {SUITE} of a source checkout, but neither "
+                          f"{str(Path.cwd())!r} nor {str(checkout)!r} has it; run it from the "
+                          "checkout (or `make bench` there)")
+
+
+def suite_arguments(args: argparse.Namespace) -> list[str]:
+    """The parsed flags, spelled again for the suite's own parser."""
+    argv = ["--output", str(args.output)]
+    argv += ["--no-write"] if args.no_write else []
+    argv += ["--skip-mnist"] if args.skip_mnist else []
+    argv += ["--peer", str(args.peer)] if args.peer is not None else []
+    argv += ["--cpu-time"] if args.cpu_time else []
+    return argv
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the suite, print the table, write it unless --no-write."""
-    from dropoutlab.kernels import bench
-
-    def progress(message: str) -> None:
-        print(f"… {message}", file=sys.stderr, flush=True)
-
-    report = bench.run(mnist=not args.skip_mnist, peer=args.peer, cpu_time=args.cpu_time,
-                       progress=progress)
-    print(report, end="")
-    if not args.no_write:
-        args.output.write_text(report, encoding="utf-8")
-        print(f"written to {args.output}", file=sys.stderr)
-    return 0
+    """Run the suite with the same flags; its exit status is this command's."""
+    return subprocess.run([sys.executable, str(find_suite()), *suite_arguments(args)],
+                          check=False).returncode

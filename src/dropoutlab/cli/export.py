@@ -18,6 +18,7 @@ from typing import Any
 
 from dropoutlab.cli.sweep_options import add_store_argument
 from dropoutlab.errors import DropoutlabError
+from dropoutlab.run_status import RUN_STATUSES
 
 _BASE_COLUMNS = ("config_hash", "experiment", "name", "task", "status", "seed", "attempts",
                  "seconds", "git_commit", "created", "updated", "error")
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--experiment", default=None, metavar="NAME",
                         help="only runs of this experiment")
     parser.add_argument("--status", default=None,
-                        choices=("pending", "running", "done", "failed", "diverged"),
+                        choices=RUN_STATUSES,
                         help="only runs with this status")
     parser.set_defaults(handler=run)
 
@@ -79,7 +80,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Write the table."""
     from dropoutlab.cli.runs import check_experiment
-    from dropoutlab.store import Store
+    from dropoutlab.sweeps.store import Store
 
     if args.format == "parquet" and args.out is None:
         raise ValueError("--format parquet needs --out FILE")

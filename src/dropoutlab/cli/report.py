@@ -12,7 +12,7 @@ import shlex
 import sys
 from typing import Any
 
-from dropoutlab.cli.reproduce import add_experiment_arguments, print_outcome
+from dropoutlab.cli.reproduce import add_experiment_arguments, print_reproduction
 from dropoutlab.cli.sweep_options import add_store_argument, show_log_lines
 
 
@@ -31,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from dropoutlab.reproduce import rebuild
 
     show_log_lines()
-    outcome = rebuild(args.name, budget=args.budget, seeds=args.seeds, device=args.device,
+    reproduction = rebuild(args.name, budget=args.budget, seeds=args.seeds, device=args.device,
                       data_dir=args.data_dir, store=args.store, out_dir=args.out,
                       command=shlex.join(["dropoutlab", *sys.argv[1:]]),
                       echo=lambda line: print(line, flush=True))
-    print_outcome(outcome)
-    return outcome.exit_code
+    print_reproduction(reproduction)
+    return reproduction.exit_code

@@ -22,7 +22,7 @@ from dropoutlab.cli.sweep_options import (
     add_sweep_arguments,
     positive_int,
     show_log_lines,
-    sweep_kwargs,
+    sweep_options,
 )
 
 # The budgets of experiments/base.py, spelled out so `--help` stays fast (a test checks).
@@ -80,30 +80,30 @@ def check_device(device: str) -> None:
                              f"(torch {torch.__version__}); use --device cpu")
 
 
-def print_outcome(outcome: Any) -> None:
+def print_reproduction(reproduction: Any) -> None:
     """Skipped experiments with reasons, the findings table, then the report path last."""
     from dropoutlab.report import findings_text
 
     print()
-    for s in outcome.skipped:
+    for s in reproduction.skipped:
         print(f"skipped {s.name}: {s.reason}")
-    rows = [(a.experiment, f) for a in outcome.analyses for f in a.findings]
+    rows = [(a.experiment, f) for a in reproduction.analyses for f in a.findings]
     if rows:
         print(findings_text(rows, width=min(shutil.get_terminal_size((100, 24)).columns, 160)))
     print()
-    print(f"report: {outcome.index.resolve()}")
+    print(f"report: {reproduction.index.resolve()}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the grids, print the findings and the report's path."""
-    from dropoutlab.reproduce import SweepOptions, reproduce
+    from dropoutlab.reproduce import reproduce
 
     check_device(args.device)
     show_log_lines()
-    outcome = reproduce(args.name, budget=args.budget, seeds=args.seeds, device=args.device,
+    reproduction = reproduce(args.name, budget=args.budget, seeds=args.seeds, device=args.device,
                         data_dir=args.data_dir, out_dir=args.out,
-                        sweep=SweepOptions(**sweep_kwargs(args)),
+                        sweep=sweep_options(args),
                         command=shlex.join(["dropoutlab", *sys.argv[1:]]),
                         echo=lambda line: print(line, flush=True))
-    print_outcome(outcome)
-    return outcome.exit_code
+    print_reproduction(reproduction)
+    return reproduction.exit_code

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from dropoutlab.cli.sweep_options import add_store_argument
+from dropoutlab.run_status import RUN_STATUSES
 
 # Metrics shown in the table when a run has them (all of them are in --json).
 _SHOWN_METRICS = ("test_error", "val_error", "train_error")
@@ -21,7 +22,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--experiment", default=None, metavar="NAME",
                         help="only runs of this experiment")
     parser.add_argument("--status", default=None,
-                        choices=("pending", "running", "done", "failed", "diverged"),
+                        choices=RUN_STATUSES,
                         help="only runs with this status")
     parser.add_argument("--json", action="store_true",
                         help="a JSON list of run objects (config, metrics, history, …)")
@@ -41,7 +42,7 @@ def check_experiment(name: str, stored: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the runs."""
-    from dropoutlab.store import Store
+    from dropoutlab.sweeps.store import Store
 
     with Store.open_readonly(args.store) as store:
         if args.experiment is not None:

@@ -17,6 +17,7 @@ import tomllib
 from typing import Any
 
 from dropoutlab.cli.sweep_options import add_sweep_arguments, non_negative_int, positive_int
+from dropoutlab.sweeps.job import DEFAULT_TASK
 
 
 def register(subparsers: Any) -> None:
@@ -37,8 +38,8 @@ def register(subparsers: Any) -> None:
                         help="seeds are S, S+1, … (default: 0)")
     parser.add_argument("--experiment", default="sweep", metavar="NAME",
                         help="experiment name the runs are stored under (default: sweep)")
-    parser.add_argument("--task", default="dropoutlab.train:run_task", metavar="MODULE:FN",
-                        help="what trains one config (default: dropoutlab.train:run_task)")
+    parser.add_argument("--task", default=DEFAULT_TASK, metavar="MODULE:FN",
+                        help=f"what trains one config (default: {DEFAULT_TASK})")
     add_sweep_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -62,7 +63,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
 def build_jobs(args: argparse.Namespace) -> list[Any]:
     """The jobs of the grid: every combination of grid values, for each seed."""
     from dropoutlab.config import RunConfig, apply_overrides, load_config, with_changes
-    from dropoutlab.sweep import Job
+    from dropoutlab.sweeps import Job
 
     base = (load_config(args.config, args.overrides) if args.config
             else apply_overrides(RunConfig(), args.overrides))

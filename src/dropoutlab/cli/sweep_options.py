@@ -2,8 +2,9 @@
 
 ``add_sweep_arguments(parser)`` adds ``--store``, ``--executor``, ``--ray-address``,
 ``--workers``, ``--threads-per-run``, ``--retries`` and ``--checkpoint-dir``;
-``sweep_kwargs(args)`` turns them into :func:`dropoutlab.sweep.run_sweep` keyword arguments, and
-``run_and_report(jobs, args)`` runs the sweep, prints its summary and returns the exit status.
+``sweep_options(args)`` turns them into the one :class:`~dropoutlab.sweeps.SweepOptions` that
+goes to the driver, and ``run_and_report(jobs, args)`` runs the sweep, prints its summary and
+returns the exit status.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dropoutlab.store import DEFAULT_STORE
+from dropoutlab.sweeps import DEFAULT_STORE, SweepOptions
 
-__all__ = ["add_store_argument", "add_sweep_arguments", "run_and_report", "sweep_kwargs"]
+__all__ = ["add_store_argument", "add_sweep_arguments", "run_and_report", "sweep_options"]
 
 
 def positive_int(text: str) -> int:
@@ -67,17 +68,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        "cluster: shared storage every node sees at the same path)")
 
 
-def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """:func:`dropoutlab.sweep.run_sweep` keyword arguments from parsed flags."""
-    return {
-        "store": args.store,
-        "executor": args.executor,
-        "workers": args.workers,
-        "threads_per_run": args.threads_per_run,
-        "retries": args.retries,
-        "checkpoint_dir": args.checkpoint_dir,
-        "ray_address": args.ray_address,
-    }
+def sweep_options(args: argparse.Namespace) -> SweepOptions:
+    """The :class:`~dropoutlab.sweeps.SweepOptions` the parsed flags ask for."""
+    return SweepOptions(store=args.store, executor=args.executor, workers=args.workers,
+                        threads_per_run=args.threads_per_run, retries=args.retries,
+                        checkpoint_dir=args.checkpoint_dir, ray_address=args.ray_address)
 
 
 def show_log_lines() -> None:
@@ -99,10 +94,10 @@ def run_and_report(jobs: Sequence[Any], args: argparse.Namespace) -> int:
 
     0 when every run is finished, 1 when some failed (after retries), 130 after Ctrl-C.
     """
-    from dropoutlab.sweep import run_sweep
+    from dropoutlab.sweeps import run_sweep
 
     show_log_lines()
-    summary = run_sweep(jobs, progress=None, **sweep_kwargs(args))
+    summary = run_sweep(jobs, sweep_options(args))
     for line in summary.lines():
         print(line)
     return summary.exit_code

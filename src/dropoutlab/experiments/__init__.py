@@ -9,16 +9,7 @@ shows them; ``all`` is the CLI's name for every one whose data is present (see
 
 from __future__ import annotations
 
-from dropoutlab.experiments.base import (
-    BUDGETS,
-    Analysis,
-    Experiment,
-    Figure,
-    Finding,
-    PaperValue,
-    Table,
-    check_budget,
-)
+from dropoutlab.experiments.base import BUDGETS, Experiment, check_budget
 from dropoutlab.experiments.conv_nets import EXPERIMENT as _conv_nets
 from dropoutlab.experiments.dataset_size import EXPERIMENT as _dataset_size
 from dropoutlab.experiments.features_and_sparsity import EXPERIMENT as _features
@@ -29,6 +20,7 @@ from dropoutlab.experiments.mnist_architectures import EXPERIMENT as _architectu
 from dropoutlab.experiments.overfitting_curves import EXPERIMENT as _overfitting
 from dropoutlab.experiments.regularizers import EXPERIMENT as _regularizers
 from dropoutlab.experiments.retention_rate import EXPERIMENT as _retention
+from dropoutlab.report.content import Analysis, Figure, Finding, PaperValue, Table
 
 __all__ = [
     "BUDGETS",
@@ -44,21 +36,32 @@ __all__ = [
     "missing_data",
 ]
 
-EXPERIMENTS: dict[str, Experiment] = {
-    experiment.name: experiment
-    for experiment in (
-        _overfitting,
-        _architectures,
-        _regularizers,
-        _retention,
-        _dataset_size,
-        _gaussian,
-        _mc,
-        _features,
-        _regression,
-        _conv_nets,
-    )
-}
+
+
+def _registry(*experiments: Experiment) -> dict[str, Experiment]:
+    """Experiments by name, in ``dropoutlab list`` order; a name used twice is an error."""
+    registry: dict[str, Experiment] = {}
+    for experiment in experiments:
+        if experiment.name in registry:
+            raise ValueError(f"experiment name {experiment.name!r} is used twice: by "
+                             f"{type(registry[experiment.name]).__name__} and "
+                             f"{type(experiment).__name__}")
+        registry[experiment.name] = experiment
+    return registry
+
+
+EXPERIMENTS: dict[str, Experiment] = _registry(
+    _overfitting,
+    _architectures,
+    _regularizers,
+    _retention,
+    _dataset_size,
+    _gaussian,
+    _mc,
+    _features,
+    _regression,
+    _conv_nets,
+)
 
 
 def get_experiment(name: str) -> Experiment:

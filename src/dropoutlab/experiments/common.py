@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import Finding, PaperValue, check_budget
-from dropoutlab.jobs import Job
+from dropoutlab.experiments.base import check_budget
+from dropoutlab.report.content import Finding, PaperValue
+from dropoutlab.sweeps.job import DEFAULT_TASK, Job
 
 __all__ = [
     "DEFAULT_SEEDS",
-    "TRAIN_TASK",
     "Stat",
     "base_config",
     "beats",
@@ -44,7 +44,6 @@ __all__ = [
     "within_noise",
 ]
 
-TRAIN_TASK = "dropoutlab.train:run_task"
 
 # Seeds per budget: smoke is one run (tests), quick and paper report mean ± std over ≥ 3.
 DEFAULT_SEEDS = {"smoke": 1, "quick": 3, "paper": 3}
@@ -142,7 +141,7 @@ def base_config(budget: str) -> RunConfig:
 
 
 def make_job(experiment: str, label: str, config: RunConfig, seed: int,
-             task: str = TRAIN_TASK) -> Job:
+             task: str = DEFAULT_TASK) -> Job:
     """The job that runs ``config`` with ``seed``, named ``"<label> seed=<seed>"``."""
     seeded = dataclasses.replace(config, seed=seed)  # validated by RunConfig.__post_init__
     return Job(experiment, f"{label} seed={seed}", seeded, task)

@@ -25,7 +25,7 @@ from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.errors import DataError
-from dropoutlab.experiments.base import Analysis, Figure, Table, check_budget
+from dropoutlab.experiments.base import check_budget
 from dropoutlab.experiments.common import (
     base_config,
     config_value,
@@ -43,7 +43,8 @@ from dropoutlab.experiments.common import (
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import TABLE4
-from dropoutlab.jobs import Job
+from dropoutlab.report.content import Analysis, Figure, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "ConvNets", "find_datasets"]
 

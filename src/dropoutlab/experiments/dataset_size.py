@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.base import check_budget
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
@@ -39,7 +39,8 @@ from dropoutlab.experiments.common import (
     seed_list,
     status_note,
 )
-from dropoutlab.jobs import Job
+from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "SIZES", "DatasetSize", "schedule"]
 

@@ -26,7 +26,7 @@ import torch
 
 from dropoutlab import data as data_module
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.base import check_budget
 from dropoutlab.experiments.common import (
     base_config,
     beats,
@@ -42,7 +42,8 @@ from dropoutlab.experiments.common import (
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import FIGURE7_MEAN_ACTIVATION
-from dropoutlab.jobs import Job
+from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "FeaturesAndSparsity", "activation_summary", "run_task"]
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import with_changes
-from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.base import check_budget
 from dropoutlab.experiments.common import (
     base_config,
     beats,
@@ -38,7 +38,8 @@ from dropoutlab.experiments.common import (
     within_noise,
 )
 from dropoutlab.experiments.paper_numbers import TABLE10, TABLE10_STD
-from dropoutlab.jobs import Job
+from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "GaussianVsBernoulli"]
 

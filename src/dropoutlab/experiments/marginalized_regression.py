@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.base import check_budget
 from dropoutlab.experiments.common import (
     config_value,
     drop_from_retain,
@@ -53,7 +53,8 @@ from dropoutlab.experiments.common import (
     seed_list,
     status_note,
 )
-from dropoutlab.jobs import Job
+from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "MarginalizedRegression", "closed_form", "run_task", "synthetic_problem"]
 

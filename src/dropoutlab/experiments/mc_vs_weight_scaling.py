@@ -29,7 +29,7 @@ import torch
 
 from dropoutlab import data as data_module
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.base import check_budget
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
@@ -44,7 +44,8 @@ from dropoutlab.experiments.common import (
 )
 from dropoutlab.experiments.paper_numbers import FIGURE11_MATCH_K
 from dropoutlab.inference import sample_probabilities
-from dropoutlab.jobs import Job
+from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "McVsWeightScaling", "mc_curve", "run_task", "run_task_quick",
            "run_task_smoke"]

@@ -8,7 +8,7 @@ and reports keep the mark.
 
 from __future__ import annotations
 
-from dropoutlab.experiments.base import PaperValue
+from dropoutlab.report.content import PaperValue
 
 __all__ = [
     "FIGURE7_MEAN_ACTIVATION",

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.base import check_budget
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
@@ -37,7 +37,8 @@ from dropoutlab.experiments.common import (
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import TABLE9
-from dropoutlab.jobs import Job
+from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "METHODS", "Regularizers", "select_by_validation"]
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import Analysis, Figure, Finding, Table, check_budget
+from dropoutlab.experiments.base import check_budget
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
@@ -45,7 +45,8 @@ from dropoutlab.experiments.common import (
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import FIGURE9_PN_FIXED_SMALL_P
-from dropoutlab.jobs import Job
+from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "RetentionRate", "flat_spread"]
 

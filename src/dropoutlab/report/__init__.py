@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dropoutlab.errors import DropoutlabError
-from dropoutlab.experiments.base import Analysis
+from dropoutlab.report.content import Analysis
 from dropoutlab.report.figures import save_figure, use_agg
 from dropoutlab.report.header import (
     ExperimentMeta,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import matplotlib
 
-from dropoutlab.experiments.base import Figure
+from dropoutlab.report.content import Figure
 
 __all__ = ["PNG_DPI", "save_figure", "use_agg"]
 

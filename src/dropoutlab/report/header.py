@@ -10,13 +10,12 @@ the machine that rebuilt it.
 from __future__ import annotations
 
 import datetime as _dt
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from dropoutlab import jobs
+from dropoutlab import provenance
+from dropoutlab.run_status import UNSUCCESSFUL_STATUSES
 
 __all__ = [
     "ExperimentMeta",
@@ -24,7 +23,6 @@ __all__ = [
     "collect_meta",
     "describe_hardware",
     "format_seconds",
-    "git_commit",
     "hardware_summary",
     "meta_from_records",
     "short_commit",
@@ -86,23 +84,6 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def git_commit() -> str:
-    """The checked-out commit of dropoutlab, with ``-dirty`` when tracked files changed.
-
-    Returns ``"unknown"`` outside a git checkout (e.g. an installed wheel).
-    """
-    commit = jobs.git_commit()
-    if commit is None:
-        return "unknown"
-    try:
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=Path(__file__).resolve().parent, text=True,
-                               capture_output=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        dirty = ""
-    return f"{commit}-dirty" if dirty else commit
-
-
 def short_commit(commit: str) -> str:
     """``"0123456789abcdef…-dirty"`` → ``"0123456789ab-dirty"`` (12 hex digits are plenty)."""
     sha, _, suffix = commit.partition("-")
@@ -115,7 +96,7 @@ def software_versions() -> dict[str, str]:
     """Versions of Python, torch, numpy, dropoutlab (as stored with every run) and matplotlib."""
     from importlib import metadata
 
-    versions = {k: v or "not installed" for k, v in jobs.version_info().items()}
+    versions = {k: v or "not installed" for k, v in provenance.version_info().items()}
     try:
         versions["matplotlib"] = metadata.version("matplotlib")
     except metadata.PackageNotFoundError:
@@ -124,7 +105,7 @@ def software_versions() -> dict[str, str]:
 
 
 def describe_hardware(hardware: Any) -> str | None:
-    """One line for a run's stored hardware dict (``jobs.hardware_info``), e.g.
+    """One line for a run's stored hardware dict (:func:`dropoutlab.provenance.hardware_info`), e.g.
     ``"AMD EPYC 7B13, 2 cores, Linux; GPU NVIDIA H200"``; ``None`` when nothing is known."""
     if hardware in (None, "", {}):
         return None
@@ -141,7 +122,7 @@ def describe_hardware(hardware: Any) -> str | None:
 
 def hardware_summary() -> str:
     """This machine in the words :func:`describe_hardware` uses for stored runs."""
-    return describe_hardware(jobs.hardware_info()) or "unknown"
+    return describe_hardware(provenance.hardware_info()) or "unknown"
 
 
 def collect_meta(budget: str, *, seeds: int | None = None, command: str = "",
@@ -151,7 +132,7 @@ def collect_meta(budget: str, *, seeds: int | None = None, command: str = "",
         budget=budget,
         command=command,
         created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        git_commit=git_commit(),
+        git_commit=provenance.git_describe(),
         hardware=hardware_summary(),
         versions=software_versions(),
         seeds=seeds,
@@ -180,7 +161,7 @@ def meta_from_records(meta: ReportMeta, experiment: str, records: Sequence[Any],
         seeds=tuple(sorted({int(r.seed) for r in records if getattr(r, "seed", None) is not None})),
         run_seconds=float(sum(float(getattr(r, "seconds", 0.0) or 0.0) for r in records)),
         ran=ran,
-        failed=sum(1 for r in records if getattr(r, "status", "done") in ("failed", "diverged")),
+        failed=sum(1 for r in records if getattr(r, "status", "done") in UNSUCCESSFUL_STATUSES),
     )
     meta.experiments[experiment] = info
     for record in records:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from dropoutlab.experiments.base import Analysis, Finding, PaperValue
+from dropoutlab.report.content import Analysis, Finding, PaperValue
 from dropoutlab.report.figures import PNG_DPI
 from dropoutlab.report.header import ReportMeta, format_seconds, short_commit
 from dropoutlab.report.tables import format_cell, verdict

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dropoutlab.experiments.base import Finding, PaperValue, Table
+from dropoutlab.report.content import Finding, PaperValue, Table
 
 __all__ = [
     "MISSING",

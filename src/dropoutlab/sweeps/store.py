@@ -12,7 +12,7 @@ instruction leaves the file readable and consistent. Runs are *claimed* atomical
 succeeds only on a pending run, a failed one being retried, or a running one whose holder is
 dead (its pid gone on this host, or its heartbeat stale), so two live sweeps never run the same
 config. The schema is versioned and migrated forward in a transaction
-(:mod:`dropoutlab.store_schema`); a newer, foreign, corrupt or non-SQLite file is refused and
+(:mod:`dropoutlab.sweeps.schema`); a newer, foreign, corrupt or non-SQLite file is refused and
 left untouched.
 """
 
@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from dropoutlab.errors import StoreError
-from dropoutlab.jobs import Job
-from dropoutlab.store_schema import (
+from dropoutlab.run_status import RUN_STATUSES
+from dropoutlab.sweeps.job import Job
+from dropoutlab.sweeps.schema import (
     SCHEMA_VERSION,
     check_identity,
     check_magic,
@@ -46,7 +47,6 @@ from dropoutlab.store_schema import (
 __all__ = [
     "DEFAULT_STORE",
     "SCHEMA_VERSION",
-    "STATUSES",
     "RunRecord",
     "Store",
     "worker_id",
@@ -55,7 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE = Path("dropoutlab-runs") / "runs.sqlite"
-STATUSES = ("pending", "running", "done", "failed", "diverged")
 
 
 @dataclass(frozen=True)
@@ -290,7 +289,7 @@ class Store:
 
     def finish(self, key: str, token: str, outcome: Mapping[str, Any],
                git_commit: str | None = None) -> bool:
-        """Store an attempt's outcome (from :func:`dropoutlab.jobs.execute`).
+        """Store an attempt's outcome (from :func:`dropoutlab.sweeps.execution.execute`).
 
         ``done``/``diverged``/``failed`` are stored as such; ``interrupted`` puts the run back
         to ``pending`` (it resumes from its checkpoint). Returns ``False`` if the claim was
@@ -298,8 +297,8 @@ class Store:
         """
         status = outcome["status"]
         stored = "pending" if status == "interrupted" else status
-        if stored not in STATUSES:
-            raise ValueError(f"outcome status must be one of {STATUSES} or 'interrupted', "
+        if stored not in RUN_STATUSES:
+            raise ValueError(f"outcome status must be one of {RUN_STATUSES} or 'interrupted', "
                              f"got {status!r}")
         now = time.time()
         with self._write() as db:
@@ -345,8 +344,8 @@ class Store:
     def records(self, experiment: str | None = None,
                 status: str | None = None) -> list[RunRecord]:
         """Stored runs, optionally of one experiment and/or one status, oldest first."""
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"`status` must be one of {STATUSES}, got status={status!r}")
+        if status is not None and status not in RUN_STATUSES:
+            raise ValueError(f"`status` must be one of {RUN_STATUSES}, got status={status!r}")
         where, params = [], []
         if experiment is not None:
             where.append("config_hash IN (SELECT config_hash FROM memberships "

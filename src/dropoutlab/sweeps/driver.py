@@ -1,9 +1,9 @@
 """The sweep engine: run a grid of jobs so nothing is lost and nothing is run twice.
 
 The paper's results are grids of runs (retention × size × regularizer × seed; Srivastava et al.
-2014, §6–§7). :func:`run_sweep` registers every job in the store, skips finished runs, *claims*
-each remaining run atomically before running it (so two sweeps on one store never run the same
-config), runs it on an executor (:mod:`dropoutlab.executors`), and writes each outcome in its own
+2014, §6–§7). :func:`run_sweep` registers every job in the store, skips finished runs, *claims* each
+remaining run atomically before running it (so two sweeps on one store never run the same config),
+runs it on an executor (:mod:`dropoutlab.sweeps.executors`), and writes each outcome in its own
 transaction. The driver heartbeats its claims; a run held by a dead process is taken over.
 
 Resume semantics (the same for ``local`` and ``ray``):
@@ -33,12 +33,14 @@ from types import FrameType
 from typing import Any
 
 from dropoutlab.errors import DropoutlabError
-from dropoutlab.executors import EXECUTORS, Executor, WorkItem, make_executor
-from dropoutlab.jobs import FINAL_STATUSES, Job, git_commit, resolve_task
-from dropoutlab.store import Store
-from dropoutlab.sweep_progress import SweepProgress
+from dropoutlab.provenance import git_commit
+from dropoutlab.run_status import FINAL_STATUSES
+from dropoutlab.sweeps.executors import EXECUTORS, Executor, WorkItem, make_executor
+from dropoutlab.sweeps.job import Job, resolve_task
+from dropoutlab.sweeps.progress import SweepProgress
+from dropoutlab.sweeps.store import DEFAULT_STORE, Store
 
-__all__ = ["Failure", "Job", "SweepSummary", "run_sweep"]
+__all__ = ["Failure", "SweepOptions", "SweepSummary", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -110,35 +112,14 @@ class SweepSummary:
         return out
 
 
-def _validate(executor: str, workers: int | None, threads_per_run: int, retries: int) -> None:
-    if executor not in EXECUTORS:
-        raise DropoutlabError(f"`executor` must be one of {EXECUTORS}, got executor={executor!r}")
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
-        raise DropoutlabError(f"`workers` must be an integer >= 1, got workers={workers!r}")
-    if isinstance(threads_per_run, bool) or threads_per_run < 1:
-        raise DropoutlabError(f"`threads_per_run` must be an integer >= 1, "
-                              f"got threads_per_run={threads_per_run!r}")
-    if isinstance(retries, bool) or retries < 0:
-        raise DropoutlabError(f"`retries` must be an integer >= 0, got retries={retries!r}")
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a grid runs: everything :func:`run_sweep` needs besides the jobs.
 
+    The one spelling of the sweep settings, carried unchanged from the CLI flags
+    (``dropoutlab sweep``/``reproduce``) to the driver.
 
-def run_sweep(
-    jobs: Sequence[Job],
-    *,
-    store: str | Path,
-    executor: str = "local",
-    workers: int | None = None,
-    threads_per_run: int = 1,
-    retries: int = 1,
-    checkpoint_dir: str | Path | None = None,
-    ray_address: str | None = None,
-    progress: bool | None = None,
-) -> SweepSummary:
-    """Run every job not yet finished in ``store``; see the module docstring for semantics.
-
-    Args:
-        jobs: The grid. Jobs with the same config and task are one run (linked to each
-            experiment that asks for it).
+    Attributes:
         store: The SQLite results file (created if missing).
         executor: ``"local"`` (process pool) or ``"ray"``.
         workers: Runs at once; default: cores ``// threads_per_run`` (Ray: cluster CPUs).
@@ -151,7 +132,52 @@ def run_sweep(
         progress: A rich bar on stderr counting runs and epochs with an ETA; ``None`` shows
             one when stderr is a terminal, otherwise (and with ``False``) INFO log lines say
             each finished run and, at most every 30 s, the epoch counts
-            (:mod:`dropoutlab.sweep_progress`).
+            (:mod:`dropoutlab.sweeps.progress`).
+
+    Raises:
+        DropoutlabError: an invalid setting (the message names it and the value received).
+    """
+
+    store: Path = DEFAULT_STORE
+    executor: str = "local"
+    workers: int | None = None
+    threads_per_run: int = 1
+    retries: int = 1
+    checkpoint_dir: Path | None = None
+    ray_address: str | None = None
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "store", Path(self.store))
+        if self.checkpoint_dir is not None:
+            object.__setattr__(self, "checkpoint_dir", Path(self.checkpoint_dir))
+        if self.executor not in EXECUTORS:
+            raise DropoutlabError(f"`executor` must be one of {EXECUTORS}, "
+                                  f"got executor={self.executor!r}")
+        workers = self.workers
+        if workers is not None and (isinstance(workers, bool) or workers < 1):
+            raise DropoutlabError(f"`workers` must be an integer >= 1, got workers={workers!r}")
+        threads = self.threads_per_run
+        if isinstance(threads, bool) or threads < 1:
+            raise DropoutlabError(f"`threads_per_run` must be an integer >= 1, "
+                                  f"got threads_per_run={threads!r}")
+        if isinstance(self.retries, bool) or self.retries < 0:
+            raise DropoutlabError(f"`retries` must be an integer >= 0, "
+                                  f"got retries={self.retries!r}")
+
+    @property
+    def checkpoints(self) -> Path:
+        """Where runs checkpoint: ``checkpoint_dir``, or ``<store folder>/checkpoints``."""
+        return self.checkpoint_dir or self.store.parent / "checkpoints"
+
+
+def run_sweep(jobs: Sequence[Job], options: SweepOptions | None = None) -> SweepSummary:
+    """Run every job not yet finished in the store; see the module docstring for semantics.
+
+    Args:
+        jobs: The grid. Jobs with the same config and task are one run (linked to each
+            experiment that asks for it).
+        options: Store, executor and the other settings; default :class:`SweepOptions`.
 
     Returns:
         The :class:`SweepSummary`; check ``summary.ok`` / ``summary.exit_code``.
@@ -160,7 +186,7 @@ def run_sweep(
         StoreError: the store cannot be opened or written (nothing is overwritten).
         DropoutlabError: invalid arguments (the message names the argument).
     """
-    _validate(executor, workers, threads_per_run, retries)
+    options = options or SweepOptions()
     started = time.perf_counter()
     unique: dict[str, Job] = {}
     for job in jobs:
@@ -169,11 +195,9 @@ def run_sweep(
         unique.setdefault(job.key, job)
     for task in sorted({job.task for job in unique.values()}):
         resolve_task(task)  # a typo fails here, once, not in every worker
-    store_path = Path(store)
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (
-        store_path.parent / "checkpoints")
-    summary = SweepSummary(store=store_path, total=len(unique))
-    with Store(store_path) as db:
+    ckpt_dir = options.checkpoints
+    summary = SweepSummary(store=options.store, total=len(unique))
+    with Store(options.store) as db:
         statuses = db.register(jobs)
         todo = [key for key in unique if statuses[key] not in FINAL_STATUSES]
         summary.skipped = summary.total - len(todo)
@@ -183,13 +207,14 @@ def run_sweep(
             except OSError as err:
                 raise DropoutlabError(f"`checkpoint_dir` {str(ckpt_dir)!r} cannot be created: "
                                       f"{err.strerror or err}") from None
-            pool = make_executor(executor, workers=workers, threads=threads_per_run,
-                                 ray_address=ray_address,
+            pool = make_executor(options.executor, workers=options.workers,
+                                 threads=options.threads_per_run,
+                                 ray_address=options.ray_address,
                                  warm_modules=_warm_modules(unique[key] for key in todo))
             with SweepProgress({key: unique[key].config.epochs for key in todo},
-                               enabled=progress) as shown:
-                driver = _Driver(db, pool, unique, ckpt_dir.resolve(), threads_per_run,
-                                 retries, summary, shown)
+                               enabled=options.progress) as shown:
+                driver = _Driver(db, pool, unique, ckpt_dir.resolve(), options.threads_per_run,
+                                 options.retries, summary, shown)
                 driver.run(todo)
     summary.seconds = time.perf_counter() - started
     for line in summary.lines():  # the CLI prints the summary; keep it out of its log lines

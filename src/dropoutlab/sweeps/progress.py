@@ -27,7 +27,7 @@ from typing import Any
 
 __all__ = ["SweepProgress", "format_duration"]
 
-log = logging.getLogger("dropoutlab.sweep")
+log = logging.getLogger("dropoutlab.sweeps")
 
 SUMMARY_EVERY_SECONDS = 30.0
 

@@ -1,4 +1,4 @@
-"""The results store's schema and its migrations (:mod:`dropoutlab.store` uses them).
+"""The results store's schema and its migrations (:mod:`dropoutlab.sweeps.store` uses them).
 
 The schema is versioned with ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes a store from
 version ``i`` to ``i + 1`` (version 0 is an empty file), and :func:`migrate` runs the missing
@@ -22,7 +22,7 @@ from dropoutlab.errors import StoreError
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "check_identity", "check_magic",
            "migrate", "transaction"]
 
-log = logging.getLogger("dropoutlab.store")
+log = logging.getLogger("dropoutlab.sweeps.store")
 
 APPLICATION_ID = 0x44524C42  # "DRLB" in the SQLite header: marks the file as ours
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -92,7 +92,7 @@ def check_identity(db: sqlite3.Connection, path: Path, *, readonly: bool) -> Non
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         check = db.execute("PRAGMA quick_check").fetchone()[0] if tables else "ok"
-    except sqlite3.DatabaseError as err:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as err:  # garbage text in the schema
         raise StoreError(f"store {where!r} is corrupt or not a database ({err}); "
                          f"refusing to touch it") from None
     if check != "ok":

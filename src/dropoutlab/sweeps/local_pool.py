@@ -34,7 +34,7 @@ lives, the workers it forked live on and finish their runs: a worker counts as d
 its pipe closes or its process is gone.
 
 Messages from a worker: ``("epoch", key, done, total)`` and ``("outcome", key, outcome)``; to a
-worker: a :class:`~dropoutlab.executors.WorkItem`, or ``None`` to exit.
+worker: a :class:`~dropoutlab.sweeps.executors.WorkItem`, or ``None`` to exit.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from multiprocessing import connection
 from typing import Any
 
-from dropoutlab.jobs import execute
+from dropoutlab.sweeps.execution import execute
 
 __all__ = ["WorkerPool", "lost_outcome"]
 

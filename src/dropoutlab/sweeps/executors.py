@@ -1,16 +1,16 @@
 """Where a sweep's jobs run: a local process pool (default) or a Ray cluster (design.md).
 
 Both executors take plain work items — ``(task, config dict, checkpoint path, threads)`` — run
-:func:`dropoutlab.jobs.execute` on them and hand the outcome dicts back to the driver, which alone
-writes the store (so on a Ray cluster the store never has to be on a shared disk; checkpoints,
-which workers write, do).
+:func:`dropoutlab.sweeps.execution.execute` on them and hand the outcome dicts back to the driver,
+which alone writes the store (so on a Ray cluster the store never has to be on a shared disk;
+checkpoints, which workers write, do).
 
-* :class:`LocalExecutor`: ``workers`` processes forked from a fork server that imported torch
-  once (:mod:`dropoutlab.pool`), ``threads`` torch threads each, ``workers × threads ≤ cores``,
-  warm and alive for the whole sweep. Each finished epoch is forwarded to the driver
-  (:meth:`Executor.epoch_events`); a worker that dies fails only the run it held. Ctrl-C
-  reaches only the driver, which forwards one SIGINT to each busy worker so its task
-  checkpoints and stops; orphaned workers exit by themselves.
+* :class:`LocalExecutor`: ``workers`` processes forked from a fork server that imported torch once
+  (:mod:`dropoutlab.sweeps.local_pool`), ``threads`` torch threads each, ``workers × threads ≤
+  cores``, warm and alive for the whole sweep. Each finished epoch is forwarded to the driver
+  (:meth:`Executor.epoch_events`); a worker that dies fails only the run it held. Ctrl-C reaches
+  only the driver, which forwards one SIGINT to each busy worker so its task checkpoints and stops;
+  orphaned workers exit by themselves.
 * :class:`RayExecutor`: one Ray task per job (``num_cpus=threads``, no Ray-level retries: the
   sweep's ``--retries`` decide). ``address=None`` starts a private local Ray instance. Epochs
   reach the driver through a small Ray queue actor. :meth:`RayExecutor.interrupt` cancels with
@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dropoutlab.errors import DropoutlabError
-from dropoutlab.jobs import execute, usable_cores
-from dropoutlab.pool import WorkerPool, lost_outcome
+from dropoutlab.provenance import usable_cores
+from dropoutlab.sweeps.execution import execute
+from dropoutlab.sweeps.local_pool import WorkerPool, lost_outcome
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "WorkItem", "make_executor"]
 
@@ -81,7 +82,7 @@ class Executor(ABC):
 
 # ----------------------------------------------------------------------------- local pool
 class LocalExecutor(Executor):
-    """Long-lived, warm worker processes on this machine (:mod:`dropoutlab.pool`).
+    """Long-lived, warm worker processes on this machine (:mod:`dropoutlab.sweeps.local_pool`).
 
     Args:
         workers: Processes; default ``cores // threads``.

@@ -1,4 +1,4 @@
-"""Training benchmarks for :mod:`dropoutlab.kernels.bench`: the Table 9 step and a quick epoch.
+"""Training benchmarks for ``bench_dropout.py``: the Table 9 step and a quick MNIST epoch.
 
 * The step: the 784-1024-1024-2048-10 ReLU net of Srivastava et al. 2014, Table 9, batch 100,
   input dropout 0.2 and hidden dropout 0.5, forward + cross-entropy + backward + momentum update
@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import itertools
 import statistics
@@ -27,18 +26,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from dropoutlab.kernels.bench import Row
+from dropoutlab import recipe, train
+from dropoutlab.config import with_changes
+from dropoutlab.experiments.common import base_config
+from dropoutlab.models import MLP
+from timing import Row, time_side_by_side
 
 WIDTHS = (784, 1024, 1024, 2048, 10)
 BATCH = 100
-PEER = Path("benchmarks") / "mnist_plain_torch.py"
+PEER = Path(__file__).with_name("mnist_plain_torch.py")
 MATMUL_SIDE = 2048  # the reference product for the machine's achievable matrix FLOP rate
 
 
@@ -87,9 +89,6 @@ def _matrix_products(x: torch.Tensor, widths: tuple[int, ...] = WIDTHS) -> Calla
 
 
 def _step_ours(dropout: bool, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    from dropoutlab import recipe
-    from dropoutlab.models import MLP
-
     model = MLP(WIDTHS[0], WIDTHS[1:-1], WIDTHS[-1], dropout="bernoulli" if dropout else "none",
                 drop_input=0.2, drop_hidden=0.5)
     opt = recipe.MomentumSGD(model, damped=True, max_norm=None)
@@ -125,8 +124,6 @@ def step_rows() -> tuple[list[Row], dict[str, float], list[str]]:
     """Rows for the Table 9 step; also the timing spreads and the notes on FLOP rate and
     overhead. The 2048³ matmul and the step's matrix products alone are timed in the same
     interleaved samples as the steps, so that all of them see the machine in the same state."""
-    from dropoutlab.kernels.bench import Row, time_side_by_side
-
     x, y = torch.rand(BATCH, WIDTHS[0]), torch.randint(0, WIDTHS[-1], (BATCH,))
     a, b = torch.randn(MATMUL_SIDE, MATMUL_SIDE), torch.randn(MATMUL_SIDE, MATMUL_SIDE)
     t = time_side_by_side({
@@ -165,14 +162,9 @@ def step_rows() -> tuple[list[Row], dict[str, float], list[str]]:
 
 
 def find_peer(peer: Path | None = None) -> Path | None:
-    """The plain-PyTorch MNIST script: ``peer``, else ``benchmarks/...`` in the working
-    directory, else in the source tree this package was imported from."""
-    if peer is not None:
-        return peer if peer.is_file() else None
-    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        if (root / PEER).is_file():
-            return root / PEER
-    return None
+    """The plain-PyTorch MNIST script: ``peer``, else ``mnist_plain_torch.py`` beside this file."""
+    script = peer if peer is not None else PEER
+    return script if script.is_file() else None
 
 
 def _import(path: Path) -> ModuleType:
@@ -208,22 +200,13 @@ def mnist_row(peer: Path | None = None, *, epochs: int = 6, rounds: int = 3,
     Wall time comes from each run's own per-epoch clock (median of the warm epochs); with
     ``cpu_time`` it is single-thread CPU time, see :func:`_cpu_seconds_per_epoch`. Each round
     runs ours, then the plain script, for ``epochs`` epochs; the row gives the median over the
-    rounds. Measured on a 2-core VM: with 3 epochs and 2 rounds the ratio of seven runs spread
-    over 0.54–0.64×, with 6 epochs and 3 rounds thirteen runs gave 0.55–0.58× (about 10 s each).
+    rounds (six epochs and three rounds: the README's benchmark section says why).
     """
-    from dropoutlab.kernels.bench import Row
-
     name = "quick MNIST epoch (s)"
-    try:
-        train = importlib.import_module("dropoutlab.train")
-        from dropoutlab.config import with_changes
-        from dropoutlab.experiments.common import base_config
-    except ImportError as err:
-        return Row(name, f"skipped: needs dropoutlab.train ({err})", "–", target="≤ 0.6×")
     script = find_peer(peer)
     if script is None:
-        return Row(name, f"skipped: peer script {PEER} not found (run from a source checkout "
-                         "or pass --peer)", "–", target="≤ 0.6×")
+        return Row(name, f"skipped: peer script {peer or PEER} not found (pass --peer)", "–",
+                   target="≤ 0.6×")
     plain = _import(script)
     try:
         plain.mnist_file().stat()
