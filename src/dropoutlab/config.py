@@ -31,6 +31,7 @@ from dropoutlab.errors import ConfigError
 
 __all__ = [
     "DATASETS",
+    "HASH_NEUTRAL_DEFAULTS",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
@@ -51,6 +52,13 @@ SCALES = ("train", "test")
 LR_SCHEDULES = ("constant", "exponential", "inverse_t")
 MOMENTUM_RAMPS = ("linear", "exponential")
 INITS = ("normal", "xavier", "kaiming")
+
+
+# Fields added after stores were first written, each with the default that keeps an old config's
+# hash: :func:`config_hash` leaves such a field out while it holds this value, so a run stored
+# before the field existed is still found (design.md: new fields default so old hashes hold).
+# Add every new field here, as "section.name" (or "name" for a top-level field).
+HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {}
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -353,12 +361,25 @@ def config_hash(
 ) -> str:
     """Stable 16-hex-digit SHA-256 key of a fully resolved config (plus optional ``extra``).
 
-    The hash is of canonical JSON (sorted keys, no whitespace), so it does not depend on field
-    order or Python version. ``extra`` lets a sweep key on what it runs besides the config (e.g.
-    the task name).
+    The hash is of canonical JSON (sorted keys, no whitespace), so it does not depend on field order
+    or Python version. Fields of :data:`HASH_NEUTRAL_DEFAULTS` at their neutral value are left out,
+    so adding a field never changes the key of a config stored before it existed. ``extra`` lets a
+    sweep key on what it runs besides the config (e.g. the task name).
     """
     data = config.to_dict() if isinstance(config, RunConfig) else dict(config)
-    payload = {"config": data, **({"extra": dict(extra)} if extra else {})}
+    payload = {"config": _without_neutral_defaults(data),
+               **({"extra": dict(extra)} if extra else {})}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+
+def _without_neutral_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` less every field of :data:`HASH_NEUTRAL_DEFAULTS` that holds its neutral value."""
+    out = {key: dict(value) if isinstance(value, Mapping) else value
+           for key, value in data.items()}
+    for dotted, neutral in HASH_NEUTRAL_DEFAULTS.items():
+        section, _, name = dotted.rpartition(".")
+        table = out.get(section) if section else out
+        if isinstance(table, dict) and name in table and table[name] == neutral:
+            del table[name]
+    return out
