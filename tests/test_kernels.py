@@ -112,6 +112,23 @@ class TestGenerator:
         assert (y != 0).tolist() == expected_keep(seed, n, thr)
         assert set(y.unique().tolist()) <= {0.0, 2.0}
 
+    def test_seed_is_one_int64_draw_as_before(self) -> None:
+        """The operators keep the masks of earlier releases: a call's seed is
+        ``torch.empty((), dtype=torch.int64).random_(generator=g)`` and its mask is the
+        documented layout for that seed (stored runs resume bitwise from checkpoints)."""
+        n, p = 2 * BLOCK + 11, 0.4
+        seed = int(torch.empty((), dtype=torch.int64).random_(
+            generator=torch.Generator().manual_seed(77)))
+        with backend.use_backend("native"):
+            y = F.dropout(torch.ones(n), p, generator=torch.Generator().manual_seed(77))
+            torch.manual_seed(78)
+            global_seed = int(torch.empty((), dtype=torch.int64).random_())
+            torch.manual_seed(78)
+            z = F.relu_dropout(torch.ones(n), p)
+        thr = kernels.drop_threshold(p)
+        assert (y != 0).tolist() == expected_keep(seed, n, thr)
+        assert (z != 0).tolist() == expected_keep(global_seed, n, thr)
+
     def test_threshold_is_the_closest_32_bit_fraction(self) -> None:
         """P(drop) = thr / 2^32 is within 2^-33 of p, and p near 1 never overflows 32 bits."""
         for p in (1e-12, 0.1, 0.5, 0.9, 1 - 1e-12):
@@ -466,6 +483,31 @@ class TestBuild:
         with backend.use_backend("native"), pytest.raises(kernels.KernelBuildError):
             F.dropout(x, 0.5)
 
+    def test_missing_cxx_compiler_falls_back_to_torch(self, tmp_path: Path) -> None:
+        """A C compiler but no C++ compiler (a fresh process, empty cache): the C library loads,
+        the operators do not, auto uses torch silently and native raises naming the C++
+        compiler."""
+        code = (
+            "import torch\n"
+            "from dropoutlab import backend, kernels, functional as F\n"
+            "assert kernels.available() and not kernels.operators_available()\n"
+            "x = torch.randn(500)\n"
+            "y = F.dropout(x, 0.5, generator=torch.Generator().manual_seed(9))\n"
+            "ref = backend.reference_dropout(x, 0.5, 2.0, torch.Generator().manual_seed(9))\n"
+            "assert torch.equal(y, ref)\n"
+            "backend.set_backend('native')\n"
+            "try:\n"
+            "    F.dropout(x, 0.5)\n"
+            "except kernels.KernelBuildError as err:\n"
+            "    print(err)\n"
+        )
+        env = {**os.environ, "DROPOUTLAB_CACHE": str(tmp_path / "cache"),
+               "DROPOUTLAB_CXX": str(tmp_path / "no-such-c++")}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, check=False, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "no C++ compiler" in done.stdout and "no-such-c++" in done.stdout
+
     def test_compiler_error_is_reported(
         self, fresh_build: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -512,7 +554,11 @@ class TestHugePageHint:
 
 
 class TestFunctorch:
-    def test_grad_transform_falls_back_to_torch(self, native: None) -> None:
-        """functorch-wrapped tensors have no data pointer: they take the torch path."""
+    def test_grad_transform_runs_the_native_operator(self, native: None) -> None:
+        """functorch-wrapped tensors reach the operator: the gradient is the mask of the native
+        kernel for the seed torch's global generator gives (the same as backward())."""
+        torch.manual_seed(8)
         grad = torch.func.grad(lambda x: F.dropout(x, 0.5).sum())(torch.ones(64))
         assert set(grad.unique().tolist()) <= {0.0, 2.0}
+        torch.manual_seed(8)
+        assert torch.equal(grad, kernels.dropout(torch.ones(64), 0.5, 2.0, None))

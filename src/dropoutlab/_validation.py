@@ -47,6 +47,13 @@ def check_scale(scale: object) -> str:
     return str(scale)
 
 
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` after checking it is a bool (``inplace=1`` is refused, as a typo)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {name}={value!r}")
+    return value
+
+
 def check_positive_int(value: object, name: str) -> int:
     """Return ``value`` after checking it is an int ≥ 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

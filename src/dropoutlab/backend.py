@@ -7,8 +7,10 @@ the implementation:
 * ``"torch"``: the reference path, built from ``torch.bernoulli_``/``normal_`` (and torch's fused
   dropout kernel for inverted dropout on CUDA, with or without a generator). Always available.
 * ``"native"``: the fast CPU path in :mod:`dropoutlab.kernels` (counter-based random numbers,
-  multi-threaded, masks regenerated from a seed in backward so nothing is saved). Used only for
-  float32/float64 CPU tensors (:func:`dropoutlab.kernels.supports`); others take the torch path.
+  multi-threaded, masks regenerated from a seed in backward so nothing is saved), registered as
+  torch operators so that ``torch.compile``, ``torch.export`` and ``torch.func`` see them. Used
+  only for float32/float64 CPU tensors (:func:`dropoutlab.kernels.supports`); others take the
+  torch path.
 * ``"auto"`` (default): native where it is available and applies, torch otherwise.
 
 Choose with the environment variable ``DROPOUTLAB_BACKEND`` or :func:`set_backend` /
@@ -70,9 +72,10 @@ def _native_applies(x: torch.Tensor) -> bool:
     if _selected == "torch" or x.device.type != "cpu":
         return False
     if _selected == "native":
-        kernels.require()  # raises with the reason if the kernels cannot be built
+        if not kernels.operators_available():
+            kernels.require_operators()  # raises with the reason the kernels cannot be built
         return kernels.supports(x)
-    return kernels.available() and kernels.supports(x)
+    return kernels.operators_available() and kernels.supports(x)
 
 
 def dropout(

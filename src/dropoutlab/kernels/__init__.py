@@ -13,26 +13,38 @@ word from a counter-based generator (SplitMix64 evaluated at the element's index
 * a seeded ``torch.Generator`` reproduces outputs and gradients bitwise: the seed of each call is
   one draw from the generator (or torch's global one).
 
-The same library has the one-pass momentum update of :class:`dropoutlab.recipe.MomentumSGD`
-(:func:`momentum_step_`), bitwise equal to its three ``torch._foreach_*`` passes.
+The dropout kernels are registered as PyTorch operators (``dropoutlab::seed``, ``::dropout``,
+``::gaussian``, ``::relu_dropout``; C++ in ``ops.cpp``, fake implementations and vmap rules in
+:mod:`dropoutlab.kernels.ops`), so the dispatcher, not Python, runs them: ``torch.compile``
+(with ``fullgraph=True``), ``torch.export``, AOT autograd and ``torch.func`` each see one opaque
+operator per call, and eager calls cost about what an ATen operator costs. The seed draw is an
+operator of its own, so a compiled graph draws from torch's global generator exactly as eager
+code does: the same ``torch.manual_seed`` gives the same masks, compiled or not.
+
+The C library (loaded with ctypes) also has the one-pass momentum update of
+:class:`dropoutlab.recipe.MomentumSGD` (:func:`momentum_step_`), bitwise equal to its three
+``torch._foreach_*`` passes.
 
 The masks are *statistically* equivalent to the reference path in :mod:`dropoutlab.backend`, not
 bitwise equal to it. float32 and float64 CPU tensors are handled natively; other dtypes use the
-reference path (:func:`supports` says which). The C source is compiled on first use
-(:mod:`dropoutlab.kernels._build`); if that fails, :func:`available` is False, :func:`require`
-raises with the compiler's reason, and the ``"auto"`` backend quietly uses torch.
+reference path (:func:`supports` says which). The sources are compiled on first use
+(:mod:`dropoutlab.kernels._build`): the C library, then the operators (which need a C++
+compiler). If the C build fails, :func:`available` is False and :func:`require` raises with the
+compiler's reason; if either fails, :func:`operators_available` is False,
+:func:`require_operators` raises, and the ``"auto"`` backend quietly uses torch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from dropoutlab import allocator
-from dropoutlab.kernels._build import KernelBuildError, Library, build
+from dropoutlab.kernels._build import KernelBuildError, Library, build, build_ops
 
 __all__ = [
     "KernelBuildError",
@@ -42,8 +54,10 @@ __all__ = [
     "gaussian_dropout",
     "library",
     "momentum_step_",
+    "operators_available",
     "relu_dropout",
     "require",
+    "require_operators",
     "reset",
     "supports",
 ]
@@ -58,7 +72,21 @@ _library: Library | None = None
 _error: str | None = None
 _attempted = False
 _functions: dict[tuple[str, torch.dtype], Any] = {}  # (kind, dtype) -> C entry point
-_seed = threading.local()  # a reusable int64 scalar per thread for seed draws
+_ops_error: str | None = None
+OPS_ABI_VERSION = 1  # must match abi_version() in ops.cpp
+
+
+@dataclass(frozen=True)
+class _Operators:
+    """The registered ``dropoutlab::*`` operators (``ops.cpp``), looked up once."""
+
+    seed: Any
+    dropout: Any
+    gaussian: Any
+    relu_dropout: Any
+
+
+_operators: _Operators | None = None  # loaded once per process: a namespace registers once
 
 
 def _bind(lib: Library) -> None:
@@ -68,8 +96,35 @@ def _bind(lib: Library) -> None:
             _functions[kind, dtype] = getattr(lib.handle, f"dl_{kind}_{suffix}")
 
 
+def _load_operators(lib: Library) -> None:
+    """Build (or find cached) and register the operator library once per process."""
+    global _operators, _ops_error
+    if _operators is not None:
+        return
+    try:
+        path = build_ops(lib)
+        torch.ops.load_library(str(path))
+        found = torch.ops.dropoutlab.abi_version()
+        if found != OPS_ABI_VERSION:
+            raise KernelBuildError(f"{path} has operator ABI {found}, need {OPS_ABI_VERSION}")
+        from dropoutlab.kernels import ops
+
+        ops.register()
+        namespace = torch.ops.dropoutlab
+        _operators = _Operators(
+            seed=namespace.seed.default,
+            dropout=namespace.dropout.default,
+            gaussian=namespace.gaussian.default,
+            relu_dropout=namespace.relu_dropout.default,
+        )
+        _ops_error = None
+    except (KernelBuildError, OSError, RuntimeError) as err:
+        _ops_error = str(err)
+        logger.debug("dropout operators unavailable, using torch: %s", err)
+
+
 def _load() -> Library | None:
-    """Build or load the library once per process; remember the failure reason."""
+    """Build or load the libraries once per process; remember the failure reason."""
     global _library, _error, _attempted
     if not _attempted:
         with _lock:
@@ -78,6 +133,7 @@ def _load() -> Library | None:
                     _library = build()
                     _bind(_library)
                     sync_huge_pages()
+                    _load_operators(_library)
                 except KernelBuildError as err:
                     _error = str(err)
                     logger.debug("native dropout kernels unavailable, using torch: %s", err)
@@ -100,6 +156,16 @@ def available() -> bool:
     return _load() is not None
 
 
+@torch.compiler.assume_constant_result
+def operators_available() -> bool:
+    """Whether the dropout operators are registered (built or buildable, and loaded).
+
+    Under ``torch.compile`` this is evaluated once while tracing, so a first call inside a
+    compiled function loads the library without breaking the graph.
+    """
+    return _load() is not None and _operators is not None
+
+
 def require() -> Library:
     """Return the loaded kernel library.
 
@@ -112,132 +178,76 @@ def require() -> Library:
     return lib
 
 
+def require_operators() -> None:
+    """Raise unless the dropout operators are registered.
+
+    Raises:
+        KernelBuildError: the C or C++ build failed here; the message has the compiler output.
+    """
+    require()
+    if _operators is None:
+        raise KernelBuildError(f"the native dropout operators are not available: {_ops_error}")
+
+
+def _ops() -> _Operators:
+    if _operators is None:
+        require_operators()
+    assert _operators is not None
+    return _operators
+
+
 def library() -> Library | None:
     """The loaded library (path, flags, compiler), or None when unavailable."""
     return _load()
 
 
 def reset() -> None:
-    """Forget the loaded library so the next call rebuilds (for tests and after changing $CC)."""
+    """Forget the loaded library so the next call rebuilds (for tests and after changing $CC).
+
+    The registered operators stay: torch registers an operator namespace once per process.
+    """
     global _library, _error, _attempted
     with _lock:
         _library, _error, _attempted = None, None, False
         _functions.clear()
 
 
-# functorch (vmap/grad) wrappers have no data pointer; None on torch builds without functorch.
-_is_functorch_wrapped = getattr(
-    getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None
-)
-
-
-def _is_wrapped(x: torch.Tensor) -> bool:
-    """Whether ``x`` is a functorch (vmap/grad) wrapper, which has no data pointer."""
-    return _is_functorch_wrapped is not None and bool(_is_functorch_wrapped(x))
-
-
 def supports(x: torch.Tensor) -> bool:
-    """Whether the native kernels handle ``x``: a plain strided float32/float64 CPU tensor.
+    """Whether the native kernels handle ``x``: a strided float32/float64 CPU tensor.
 
-    Tensor subclasses (fake, functorch-wrapped, ...) and other dtypes use the torch path.
+    Fake tensors (torch.compile, torch.export) and functorch wrappers (``torch.func.grad``,
+    ``vmap``) qualify: the operators have fake implementations and vmap rules. Other dtypes and
+    devices use the reference path, as does ``torch.jit.trace``.
     """
     return (
         x.device.type == "cpu"
         and x.dtype in _DTYPES
         and x.layout == torch.strided
-        and type(x) in (torch.Tensor, torch.nn.Parameter)
-        and not _is_wrapped(x)
         and not torch.jit.is_tracing()
     )
 
 
-def _draw_seed(generator: torch.Generator | None) -> int:
-    """One 63-bit seed from ``generator`` (or torch's global generator)."""
-    scalar = getattr(_seed, "tensor", None)
-    if scalar is None:
-        scalar = _seed.tensor = torch.empty((), dtype=torch.int64)
-    return int(scalar.random_(generator=generator))
+_GENERATOR_UNDER_COMPILE = (
+    "`generator=` cannot enter a torch.compile graph: Dynamo cannot pass a torch.Generator into "
+    "one (nor into torch's own random ops). Seed torch's global generator with "
+    "torch.manual_seed instead (the same masks compiled and eager), or compile without "
+    "fullgraph=True so the seed is drawn from the generator outside the graph"
+)
 
 
-def _launch(kind: str, x: torch.Tensor, seed: int, *params: Any) -> torch.Tensor:
-    """Run one kernel out of place on a contiguous copy of ``x``; returns a new tensor."""
-    if not _functions:
-        require()
-    src = x.contiguous()
-    out = torch.empty(src.shape, dtype=src.dtype)
-    _functions[kind, src.dtype](
-        src.data_ptr(), out.data_ptr(), src.numel(), seed, *params, torch.get_num_threads()
-    )
+@torch.compiler.disable(reason=_GENERATOR_UNDER_COMPILE)
+def _seed_outside_graph(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The seed draw, run eagerly between two compiled graphs (a graph break)."""
+    return _ops().seed(x, generator)
+
+
+def _seed(ops: _Operators, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One call's seed, a 0-dim int64 tensor: ``torch.empty((), dtype=torch.int64).random_()``
+    from ``generator`` (torch's global generator when ``None``), as the seed was always drawn."""
+    if generator is not None and torch.compiler.is_compiling():
+        return _seed_outside_graph(x, generator)
+    out: torch.Tensor = ops.seed(x, generator)
     return out
-
-
-class _Dropout(torch.autograd.Function):
-    """y = x · m · factor with m regenerated from the seed; backward is the same map on dy."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, seed: int, thr: int, factor: float) -> torch.Tensor:
-        ctx.params = (seed, thr, factor)
-        return _launch("dropout", x, seed, thr, factor)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        return _bernoulli(grad, *ctx.params), None, None, None
-
-
-class _Gaussian(torch.autograd.Function):
-    """y = x · (1 + σ z) with z regenerated from the seed; backward is the same map on dy."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, seed: int, sigma: float) -> torch.Tensor:
-        ctx.params = (seed, sigma)
-        return _launch("gaussian", x, seed, sigma)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
-        return _normal(grad, *ctx.params), None, None
-
-
-class _ReluDropout(torch.autograd.Function):
-    """y = relu(x) · m · factor in one pass; backward regenerates m and reads the saved x."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, seed: int, thr: int, factor: float) -> torch.Tensor:
-        src = x.contiguous()
-        ctx.save_for_backward(src)
-        ctx.params = (seed, thr, factor)
-        return _launch("relu_dropout", src, seed, thr, factor)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        (x,) = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            # create_graph=True: the same values from differentiable pieces (the dropout map on
-            # the gradient, then ReLU's rule: zero where x <= 0), so higher orders work.
-            masked = _bernoulli(grad, *ctx.params)
-            zero = torch.zeros((), dtype=masked.dtype)
-            return torch.where(x <= 0, zero, masked).view(grad.shape), None, None, None
-        g = grad.contiguous()
-        if g.dtype != x.dtype:
-            g = g.to(x.dtype)
-        out = torch.empty(x.shape, dtype=x.dtype)
-        _functions["relu_dropout_grad", x.dtype](
-            x.data_ptr(), g.data_ptr(), out.data_ptr(), x.numel(), *ctx.params,
-            torch.get_num_threads())
-        return out, None, None, None
-
-
-def _bernoulli(x: torch.Tensor, seed: int, thr: int, factor: float) -> torch.Tensor:
-    if torch.is_grad_enabled() and x.requires_grad:
-        out: torch.Tensor = _Dropout.apply(x, seed, thr, factor)
-        return out
-    return _launch("dropout", x, seed, thr, factor)
-
-
-def _normal(x: torch.Tensor, seed: int, sigma: float) -> torch.Tensor:
-    if torch.is_grad_enabled() and x.requires_grad:
-        out: torch.Tensor = _Gaussian.apply(x, seed, sigma)
-        return out
-    return _launch("gaussian", x, seed, sigma)
 
 
 def drop_threshold(p: float) -> int:
@@ -251,6 +261,10 @@ def dropout(
 ) -> torch.Tensor:
     """Native Bernoulli dropout (§4): zero each element with probability ``p``, scale the rest.
 
+    Two operators: ``dropoutlab::seed`` draws the call's seed from ``generator`` (torch's global
+    generator when ``None``), ``dropoutlab::dropout`` applies the mask it defines. Backward
+    regenerates the mask from the seed.
+
     Args:
         x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
         p: Drop probability, 0 < p < 1.
@@ -259,9 +273,12 @@ def dropout(
         generator: Source of the call's seed; ``None`` uses torch's global generator.
 
     Returns:
-        A new contiguous tensor of ``x``'s shape and dtype, differentiable in ``x``.
+        A new tensor of ``x``'s shape and dtype, differentiable in ``x``: contiguous, or
+        channels_last(_3d) when ``x`` is.
     """
-    return _bernoulli(x, _draw_seed(generator), drop_threshold(p), factor)
+    ops = _ops()
+    out: torch.Tensor = ops.dropout(x, _seed(ops, x, generator), p, factor)
+    return out
 
 
 def relu_dropout(
@@ -281,13 +298,11 @@ def relu_dropout(
         generator: Source of the call's seed; ``None`` uses torch's global generator.
 
     Returns:
-        A new contiguous tensor of ``x``'s shape and dtype, differentiable in ``x``.
+        A new tensor of ``x``'s shape and dtype, differentiable in ``x``.
     """
-    seed, thr = _draw_seed(generator), drop_threshold(p)
-    if torch.is_grad_enabled() and x.requires_grad:
-        out: torch.Tensor = _ReluDropout.apply(x, seed, thr, factor)
-        return out
-    return _launch("relu_dropout", x, seed, thr, factor)
+    ops = _ops()
+    out: torch.Tensor = ops.relu_dropout(x, _seed(ops, x, generator), p, factor)
+    return out
 
 
 def gaussian_dropout(
@@ -301,9 +316,11 @@ def gaussian_dropout(
         generator: Source of the call's seed; ``None`` uses torch's global generator.
 
     Returns:
-        A new contiguous tensor of ``x``'s shape and dtype, differentiable in ``x``.
+        A new tensor of ``x``'s shape and dtype, differentiable in ``x``.
     """
-    return _normal(x, _draw_seed(generator), sigma)
+    ops = _ops()
+    out: torch.Tensor = ops.gaussian(x, _seed(ops, x, generator), sigma)
+    return out
 
 
 def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],

@@ -13,6 +13,12 @@ renamed into place, so concurrent processes never see a half-written file.
 The compiler is ``$DROPOUTLAB_CC``, else ``$CC``, else ``cc``. Flag sets are tried from fastest to
 most portable (OpenMP and ``-march=native`` are dropped if the compiler rejects them); if none
 builds, :class:`KernelBuildError` carries the compiler's messages.
+
+:func:`build_ops` builds the second library, ``ops.cpp`` linked with the same ``dropout.c``: the
+kernels registered as torch operators. It needs torch's C++ headers (shipped in every torch
+wheel) and a C++ compiler (``$DROPOUTLAB_CXX``, else ``$CXX``, else ``c++``); a build takes
+about ten seconds, once per (sources, flags, compiler, torch version, CPU), cached beside the C
+library.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("dropout.c")
+OPS_SOURCE = Path(__file__).with_name("ops.cpp")
 ABI_VERSION = 4  # must match dl_abi_version() in dropout.c
 
 _BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off")
@@ -72,6 +79,11 @@ def cache_dir() -> Path:
 def compiler() -> str:
     """The C compiler command: ``$DROPOUTLAB_CC``, else ``$CC``, else ``cc``."""
     return os.environ.get("DROPOUTLAB_CC") or os.environ.get("CC") or "cc"
+
+
+def cxx_compiler() -> str:
+    """The C++ compiler command: ``$DROPOUTLAB_CXX``, else ``$CXX``, else ``c++``."""
+    return os.environ.get("DROPOUTLAB_CXX") or os.environ.get("CXX") or "c++"
 
 
 def _cpu_fingerprint() -> str:
@@ -189,3 +201,67 @@ def build() -> Library:
         except (KernelBuildError, OSError, subprocess.SubprocessError) as err:
             failures.append(str(err))
     raise KernelBuildError("could not build the dropout kernels:\n" + "\n".join(failures))
+
+
+def _torch_build_flags() -> tuple[list[str], list[str]]:
+    """Compile and link flags for code that includes torch's C++ headers."""
+    import torch
+
+    root = Path(torch.__file__).parent
+    abi = int(bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True)))
+    include = root / "include"
+    compile_flags = ["-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-w",
+                     f"-I{include}", f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}"]
+    lib = root / "lib"
+    link_flags = [f"-L{lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{lib}"]
+    return compile_flags, link_flags
+
+
+def build_ops(c_library: Library) -> Path:
+    """Return the path of the operator library (``ops.cpp`` + ``dropout.c``), compiling it first
+    if no cached build matches. ``dropout.c`` is compiled with the flags ``c_library`` was built
+    with, so both libraries compute the same bits.
+
+    Raises:
+        KernelBuildError: no C++ compiler, or the build failed (the message has its output).
+    """
+    import torch
+
+    cxx = cxx_compiler()
+    if shutil.which(cxx) is None:
+        raise KernelBuildError(
+            f"no C++ compiler: {cxx!r} is not on PATH (set DROPOUTLAB_CXX or CXX, or install g++)"
+        )
+    extra = tuple(f for f in c_library.flags if f not in _BASE_FLAGS)
+    compile_flags, link_flags = _torch_build_flags()
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), OPS_SOURCE.read_bytes(), c_library.compiler.encode(),
+                 _compiler_version(c_library.compiler).encode(), cxx.encode(),
+                 _compiler_version(cxx).encode(), " ".join(extra).encode(),
+                 " ".join(compile_flags + link_flags).encode(), torch.__version__.encode()):
+        digest.update(part)
+        digest.update(b"\0")
+    if "-march=native" in extra:
+        digest.update(_cpu_fingerprint().encode())
+    target = cache_dir() / f"ops-{digest.hexdigest()[:20]}.so"
+    if target.exists():
+        return target
+    logger.info("compiling dropout operators: %s", cxx)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ops.", dir=target.parent) as tmp:
+        obj, lib = Path(tmp) / "dropout.o", Path(tmp) / "ops.so"
+        c_cmd = [c_library.compiler, *[f for f in _BASE_FLAGS if f != "-shared"], *extra,
+                 "-c", str(SOURCE), "-o", str(obj)]
+        openmp = ["-fopenmp"] if "-fopenmp" in extra else []
+        cxx_cmd = [cxx, "-O3", "-shared", "-fPIC", *compile_flags, str(OPS_SOURCE), str(obj),
+                   "-o", str(lib), *openmp, *link_flags, "-lm"]
+        for cmd in (c_cmd, cxx_cmd):
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                                      check=False)
+            except (OSError, subprocess.SubprocessError) as err:
+                raise KernelBuildError(f"`{' '.join(cmd)}` could not run: {err}") from err
+            if done.returncode != 0:
+                raise KernelBuildError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()}")
+        os.replace(lib, target)
+    return target
