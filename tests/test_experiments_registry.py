@@ -11,7 +11,8 @@ import pytest
 
 from dropoutlab.errors import DataError
 from dropoutlab.experiments import BUDGETS, EXPERIMENTS, get_experiment, missing_data
-from dropoutlab.experiments.common import drop_from_retain, seed_list
+from dropoutlab.experiments.base import seed_list
+from dropoutlab.experiments.common import drop_from_retain
 
 CLI_ORDER = [
     "overfitting-curves", "mnist-architectures", "regularizers", "retention-rate",

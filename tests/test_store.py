@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from dropoutlab.sweeps import schema as schema_module
 from dropoutlab.config import RunConfig
 from dropoutlab.errors import StoreError
+from dropoutlab.sweeps import schema as schema_module
 from dropoutlab.sweeps.job import Job
 from dropoutlab.sweeps.store import SCHEMA_VERSION, Store
 

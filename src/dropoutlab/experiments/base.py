@@ -12,16 +12,30 @@ architectures and recipe; hours, for a GPU).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from dropoutlab.config import RunConfig
+from dropoutlab.sweeps.job import DEFAULT_TASK, Job
+
 if TYPE_CHECKING:
     from dropoutlab.report.content import Analysis
-    from dropoutlab.sweeps import Job, RunRecord
+    from dropoutlab.sweeps import RunRecord
 
-__all__ = ["BUDGETS", "Experiment", "check_budget"]
+__all__ = [
+    "BUDGETS",
+    "DEFAULT_SEEDS",
+    "Experiment",
+    "GridExperiment",
+    "check_budget",
+    "make_job",
+    "seed_list",
+]
 
 BUDGETS = ("smoke", "quick", "paper")
+# Seeds per budget: smoke is one run (tests), quick and paper report mean ± std over ≥ 3.
+DEFAULT_SEEDS = {"smoke": 1, "quick": 3, "paper": 3}
 
 
 def check_budget(budget: object) -> str:
@@ -29,6 +43,27 @@ def check_budget(budget: object) -> str:
     if budget not in BUDGETS:
         raise ValueError(f"`budget` must be one of {BUDGETS}, got budget={budget!r}")
     return str(budget)
+
+
+def seed_list(budget: str, seeds: int | None) -> list[int]:
+    """Seeds 0..n-1 for ``budget`` (``seeds`` overrides the budget's default count).
+
+    Raises:
+        ValueError: unknown budget, or ``seeds`` is not an integer ≥ 1.
+    """
+    check_budget(budget)
+    if seeds is None:
+        return list(range(DEFAULT_SEEDS[budget]))
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"`seeds` must be an integer >= 1, got seeds={seeds!r}")
+    return list(range(seeds))
+
+
+def make_job(experiment: str, label: str, config: RunConfig, seed: int,
+             task: str = DEFAULT_TASK) -> Job:
+    """The job that runs ``config`` with ``seed``, named ``"<label> seed=<seed>"``."""
+    seeded = dataclasses.replace(config, seed=seed)  # validated by RunConfig.__post_init__
+    return Job(experiment, f"{label} seed={seed}", seeded, task)
 
 
 class Experiment(Protocol):
@@ -48,3 +83,39 @@ class Experiment(Protocol):
     def analyze(self, records: Sequence[RunRecord]) -> Analysis:
         """Tables, figures and findings from the stored runs of this experiment."""
         ...
+
+
+class GridExperiment:
+    """The shared base of the paper's experiments: labelled configs per budget, × seeds.
+
+    A subclass sets the class attributes of :class:`Experiment`, builds its grid in
+    :meth:`grid` and turns stored runs into an :class:`Analysis` in ``analyze``; every grid
+    point runs once per seed, seed by seed, as ``"<label> seed=<seed>"``.
+    """
+
+    name: str
+    title: str
+    paper_ref: str
+    summary: str
+    datasets: tuple[str, ...] = ("mnist",)
+
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """The labelled configs of ``budget`` (seed not yet set)."""
+        raise NotImplementedError
+
+    def task(self, budget: str) -> str:
+        """What trains each run (part of its key)."""
+        return DEFAULT_TASK
+
+    def seed_count(self, budget: str) -> int:
+        """Seeds per grid point when the caller does not say."""
+        return DEFAULT_SEEDS[budget]
+
+    def jobs(self, budget: str, *, seeds: int | None = None,
+             data_dir: str | None = None) -> list[Job]:
+        """The grid of ``budget`` × seeds (``seeds`` overrides :meth:`seed_count`)."""
+        check_budget(budget)
+        grid = self.grid(budget, data_dir)
+        count = self.seed_count(budget) if seeds is None else seeds
+        return [make_job(self.name, label, config, seed, self.task(budget))
+                for seed in seed_list(budget, count) for label, config in grid.items()]

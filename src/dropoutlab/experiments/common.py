@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import re
@@ -25,10 +24,8 @@ from typing import Any, TypeVar
 from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.experiments.base import check_budget
 from dropoutlab.report.content import Finding, PaperValue
-from dropoutlab.sweeps.job import DEFAULT_TASK, Job
 
 __all__ = [
-    "DEFAULT_SEEDS",
     "Stat",
     "base_config",
     "beats",
@@ -38,15 +35,13 @@ __all__ = [
     "group_by",
     "metric",
     "new_figure",
+    "no_dropout",
     "ordering_finding",
-    "seed_list",
+    "paper_dropout",
     "stat_of",
     "within_noise",
 ]
 
-
-# Seeds per budget: smoke is one run (tests), quick and paper report mean ± std over ≥ 3.
-DEFAULT_SEEDS = {"smoke": 1, "quick": 3, "paper": 3}
 
 K = TypeVar("K", bound=Hashable)
 
@@ -63,23 +58,22 @@ def drop_from_retain(retain: float) -> float:
     return round(drop, 10)  # 1 - 0.9 = 0.09999999999999998 would give a distinct config hash
 
 
+def paper_dropout(config: RunConfig) -> RunConfig:
+    """``config`` with the paper's Bernoulli dropout: retention 0.8 input, 0.5 hidden (§A.4)."""
+    return with_changes(config, {"model.dropout": "bernoulli",
+                                 "model.drop_input": drop_from_retain(0.8),
+                                 "model.drop_hidden": drop_from_retain(0.5)})
+
+
+def no_dropout(config: RunConfig) -> RunConfig:
+    """``config`` with every dropout rate at zero (the paper's standard net)."""
+    return with_changes(config, {"model.dropout": "none", "model.drop_input": 0.0,
+                                 "model.drop_hidden": 0.0})
+
+
 def retain_from_drop(drop: float) -> float:
     """The paper's retention probability for a config's drop probability (for labels)."""
     return round(1 - drop, 10)
-
-
-def seed_list(budget: str, seeds: int | None) -> list[int]:
-    """Seeds 0..n-1 for ``budget`` (``seeds`` overrides the budget's default count).
-
-    Raises:
-        ValueError: unknown budget, or ``seeds`` is not an integer ≥ 1.
-    """
-    check_budget(budget)
-    if seeds is None:
-        return list(range(DEFAULT_SEEDS[budget]))
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"`seeds` must be an integer >= 1, got seeds={seeds!r}")
-    return list(range(seeds))
 
 
 def base_config(budget: str) -> RunConfig:
@@ -138,13 +132,6 @@ def base_config(budget: str) -> RunConfig:
         "epochs": 2000,
         "checkpoint_every": 20,
     })
-
-
-def make_job(experiment: str, label: str, config: RunConfig, seed: int,
-             task: str = DEFAULT_TASK) -> Job:
-    """The job that runs ``config`` with ``seed``, named ``"<label> seed=<seed>"``."""
-    seeded = dataclasses.replace(config, seed=seed)  # validated by RunConfig.__post_init__
-    return Job(experiment, f"{label} seed={seed}", seeded, task)
 
 
 # --------------------------------------------------------------------------- records

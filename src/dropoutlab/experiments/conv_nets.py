@@ -25,7 +25,7 @@ from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.errors import DataError
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     base_config,
     config_value,
@@ -34,17 +34,14 @@ from dropoutlab.experiments.common import (
     finished,
     group_by,
     label_of,
-    make_job,
     metric_stat,
     new_figure,
     ordering_finding,
     ours_cell,
-    seed_list,
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import TABLE4
 from dropoutlab.report.content import Analysis, Figure, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "ConvNets", "find_datasets"]
 
@@ -91,7 +88,7 @@ def variant_config(base: RunConfig, variant: str) -> RunConfig:
     return with_changes(base, {"model.dropout": "bernoulli", "model.conv_drop": drops})
 
 
-class ConvNets:
+class ConvNets(GridExperiment):
     """Tables 3–4: conv nets with no dropout, dropout in fc layers, dropout in all layers."""
 
     name = "conv-nets"
@@ -110,14 +107,12 @@ class ConvNets:
                     "test_batch(.bin), test(.bin) and train_32x32.mat/test_32x32.mat)")
         return None
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """Three variants × seeds × every data set found in ``data_dir``.
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """Three variants × every data set found in ``data_dir``.
 
         Raises:
             DataError: no data set in ``data_dir`` (the message says what to pass).
         """
-        check_budget(budget)
         reason = self.missing_data(data_dir)
         if reason is not None:
             raise DataError(f"conv-nets {reason}")
@@ -131,11 +126,9 @@ class ConvNets:
                                        "optim.momentum_updates": 10_000})
         elif budget == "quick":
             base = with_changes(base, {"optim.lr": 0.05})
-        configs = {f"{dataset} {variant}":
-                   variant_config(with_changes(base, {"data.dataset": dataset}), variant)
-                   for dataset in find_datasets(data_dir) for variant in VARIANTS}
-        return [make_job(self.name, label, config, seed)
-                for seed in seed_list(budget, seeds) for label, config in configs.items()]
+        return {f"{dataset} {variant}":
+                variant_config(with_changes(base, {"data.dataset": dataset}), variant)
+                for dataset in find_datasets(data_dir) for variant in VARIANTS}
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Tables 3–4 beside the paper, per data set, with the ordering finding."""

@@ -22,25 +22,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
     beats,
     config_value,
-    drop_from_retain,
     finished,
     group_by,
-    make_job,
     metric_stat,
     new_figure,
+    no_dropout,
     noise_bound,
     ours_cell,
-    seed_list,
+    paper_dropout,
     status_note,
 )
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "SIZES", "DatasetSize", "schedule"]
 
@@ -75,19 +73,16 @@ def _variant(record: Any) -> str:
     return "no dropout" if config_value(record, "model.dropout") == "none" else "dropout"
 
 
-class DatasetSize:
+class DatasetSize(GridExperiment):
     """Figure 10: test error vs training-set size, with and without dropout."""
 
     name = "dataset-size"
     title = "Effect of the data-set size"
     paper_ref = "Figure 10"
     summary = "100 … 50K training examples with/without dropout: test error vs size (log x)"
-    datasets: tuple[str, ...] = ("mnist",)
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """Sizes × {dropout, no dropout} × seeds."""
-        check_budget(budget)
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """Sizes × {dropout, no dropout}."""
         divisor, sizes, _, _ = _SCALE[budget]
         base = with_changes(base_config(budget), {
             "model.hidden": tuple(max(16, w // divisor) for w in PAPER_WIDTHS)})
@@ -95,18 +90,9 @@ class DatasetSize:
         for size in sizes:
             sized = with_changes(base, {"data.train_size": size, **schedule(budget, size)})
             for variant in VARIANTS:
-                grid[f"{variant} N={size}"] = self._variant_config(sized, variant)
-        return [make_job(self.name, label, config, seed)
-                for seed in seed_list(budget, seeds) for label, config in grid.items()]
-
-    @staticmethod
-    def _variant_config(base: RunConfig, variant: str) -> RunConfig:
-        if variant == "dropout":
-            return with_changes(base, {"model.dropout": "bernoulli",
-                                       "model.drop_input": drop_from_retain(0.8),
-                                       "model.drop_hidden": drop_from_retain(0.5)})
-        return with_changes(base, {"model.dropout": "none", "model.drop_input": 0.0,
-                                   "model.drop_hidden": 0.0})
+                grid[f"{variant} N={size}"] = (paper_dropout(sized) if variant == "dropout"
+                                               else no_dropout(sized))
+        return grid
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Figure 10 (log-x test error vs size), a table of gains, and two findings."""

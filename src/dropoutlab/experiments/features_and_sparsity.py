@@ -26,7 +26,7 @@ import torch
 
 from dropoutlab import data as data_module
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     base_config,
     beats,
@@ -34,16 +34,13 @@ from dropoutlab.experiments.common import (
     drop_from_retain,
     finished,
     group_by,
-    make_job,
     metric_stat,
     new_figure,
     ours_cell,
-    seed_list,
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import FIGURE7_MEAN_ACTIVATION
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "FeaturesAndSparsity", "activation_summary", "run_task"]
 
@@ -127,19 +124,20 @@ def _training_set(train_size: int | None) -> str:
     return "the whole training split" if train_size is None else f"train_size={train_size}"
 
 
-class FeaturesAndSparsity:
+class FeaturesAndSparsity(GridExperiment):
     """Figures 7–8: autoencoder features and activation sparsity with and without dropout."""
 
     name = "features-and-sparsity"
     title = "Learned features and sparsity of an autoencoder"
     paper_ref = "Figures 7, 8"
     summary = "784-256-784 ReLU autoencoder with/without dropout: features, activation histograms"
-    datasets: tuple[str, ...] = ("mnist",)
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """Two autoencoders (hidden retention 0.5 or no dropout) × seeds; no input dropout."""
-        check_budget(budget)
+    def task(self, budget: str) -> str:
+        """Trains the autoencoder and records its features and activations."""
+        return TASK
+
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """Two autoencoders (hidden retention 0.5 or no dropout); no input dropout."""
         base = with_changes(base_config(budget), {
             **_SCALE[budget], "model.kind": "autoencoder", "model.drop_input": 0.0,
             "optim.max_norm": None, "model.init": "xavier",
@@ -147,13 +145,11 @@ class FeaturesAndSparsity:
             # ~1/784 of a summed loss's; measured: lr 3.0 reaches MSE 0.045 in 5 epochs where
             # 0.3 is still at 0.073 (about the mean image).
             "optim.lr": 3.0})
-        variants = {
+        return {
             "no dropout": with_changes(base, {"model.dropout": "none", "model.drop_hidden": 0.0}),
             "dropout": with_changes(base, {"model.dropout": "bernoulli",
                                            "model.drop_hidden": drop_from_retain(0.5)}),
         }
-        return [make_job(self.name, label, config, seed, TASK)
-                for seed in seed_list(budget, seeds) for label, config in variants.items()]
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Feature images (first seed), the two histograms, mean activation vs the paper."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dropoutlab.config import with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.config import RunConfig, with_changes
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     base_config,
     beats,
@@ -28,18 +28,15 @@ from dropoutlab.experiments.common import (
     drop_from_retain,
     finished,
     group_by,
-    make_job,
     metric_stat,
     new_figure,
     noise_bound,
     ours_cell,
-    seed_list,
     status_note,
     within_noise,
 )
 from dropoutlab.experiments.paper_numbers import TABLE10, TABLE10_STD
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "GaussianVsBernoulli"]
 
@@ -58,27 +55,27 @@ def _kind(record: Any) -> str | None:
     return {v: k for k, v in KINDS.items()}.get(value)
 
 
-class GaussianVsBernoulli:
+class GaussianVsBernoulli(GridExperiment):
     """Table 10: the same 2-layer MNIST net with Bernoulli or Gaussian dropout noise."""
 
     name = "gaussian-vs-bernoulli"
     title = "Bernoulli vs Gaussian dropout"
     paper_ref = "Table 10"
     summary = "2×1024 MNIST net with Bernoulli vs Gaussian noise (σ from each layer's p), seeds"
-    datasets: tuple[str, ...] = ("mnist",)
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """Two noise kinds × seeds (five by default at quick and paper)."""
-        check_budget(budget)
+    def seed_count(self, budget: str) -> int:
+        """Five seeds at quick and paper: Table 10 reports ± values."""
+        return SEEDS[budget]
+
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """Two noise kinds."""
         divisor, changes = _SCALE[budget]
         base = with_changes(base_config(budget), {
             **changes, "model.hidden": (1024 // divisor, 1024 // divisor),
             "model.drop_input": drop_from_retain(0.8), "model.drop_hidden": drop_from_retain(0.5),
         })
-        count = SEEDS[budget] if seeds is None else seeds
-        return [make_job(self.name, label, with_changes(base, {"model.dropout": kind}), seed)
-                for seed in seed_list(budget, count) for label, kind in KINDS.items()]
+        return {label: with_changes(base, {"model.dropout": kind})
+                for label, kind in KINDS.items()}
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Table 10's MNIST rows beside the paper, per-seed dots, and the finding."""

@@ -39,22 +39,19 @@ from typing import Any
 import numpy as np
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     config_value,
     drop_from_retain,
     finished,
     group_by,
-    make_job,
     metric_stat,
     new_figure,
     ours_cell,
     retain_from_drop,
-    seed_list,
     status_note,
 )
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "MarginalizedRegression", "closed_form", "run_task", "synthetic_problem"]
 
@@ -167,7 +164,7 @@ def _retain(record: Any) -> float:
     return retain_from_drop(config_value(record, "model.drop_input"))
 
 
-class MarginalizedRegression:
+class MarginalizedRegression(GridExperiment):
     """SGD on dropout linear regression vs the closed-form ridge solution of §9.1."""
 
     name = "marginalized-regression"
@@ -176,18 +173,18 @@ class MarginalizedRegression:
     summary = "dropout linear regression by SGD vs the closed form with Γ = diag(XᵀX)^½"
     datasets: tuple[str, ...] = ()  # synthetic data drawn from the run seed
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """One SGD fit per retention p and seed (on that seed's synthetic problem)."""
-        check_budget(budget)
+    def task(self, budget: str) -> str:
+        """Fits by SGD and compares with the closed form."""
+        return TASK
+
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """One SGD fit per retention p (each seed draws its own synthetic problem)."""
         scale = _SCALE[budget]
         base = with_changes(RunConfig(), {"epochs": scale["epochs"], "optim.batch_size": 10,
                                           "optim.lr": 0.02,
                                           "data.train_size": scale["train_size"]})
-        configs = {f"retention p={p}": with_changes(base, {"model.drop_input": drop_from_retain(p)})
-                   for p in scale["retentions"]}
-        return [make_job(self.name, label, config, seed, TASK)
-                for seed in seed_list(budget, seeds) for label, config in configs.items()]
+        return {f"retention p={p}": with_changes(base, {"model.drop_input": drop_from_retain(p)})
+                for p in scale["retentions"]}
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Distance of the SGD solution to the closed form and to OLS, per retention p."""

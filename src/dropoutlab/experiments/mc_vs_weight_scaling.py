@@ -29,23 +29,20 @@ import torch
 
 from dropoutlab import data as data_module
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
-    drop_from_retain,
     finished,
-    make_job,
     new_figure,
     ours_cell,
-    seed_list,
+    paper_dropout,
     stat_of,
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import FIGURE11_MATCH_K
 from dropoutlab.inference import sample_probabilities
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "McVsWeightScaling", "mc_curve", "run_task", "run_task_quick",
            "run_task_smoke"]
@@ -141,26 +138,21 @@ def run_task_smoke(config: RunConfig, *, checkpoint_path: Path | None = None,
     return _train_then_curve(config, checkpoint_path, resume, pool=20, repeats=5)
 
 
-class McVsWeightScaling:
+class McVsWeightScaling(GridExperiment):
     """Figure 11: test error of k-net Monte-Carlo averages vs the weight-scaled net."""
 
     name = "mc-vs-weight-scaling"
     title = "Monte-Carlo model averaging vs weight scaling"
     paper_ref = "Figure 11"
     summary = "error of MC averaging over k = 1…200 sampled nets vs the weight-scaled net"
-    datasets: tuple[str, ...] = ("mnist",)
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """One dropout net per seed (retention 0.8 input, 0.5 hidden, max-norm), then its curve."""
-        check_budget(budget)
-        task, changes = _SCALE[budget]
-        config = with_changes(base_config(budget), {
-            **changes, "model.dropout": "bernoulli",
-            "model.drop_input": drop_from_retain(0.8), "model.drop_hidden": drop_from_retain(0.5),
-        })
-        return [make_job(self.name, "dropout net", config, seed, task)
-                for seed in seed_list(budget, seeds)]
+    def task(self, budget: str) -> str:
+        """Trains the net, then samples its thinned nets for the MC curve."""
+        return _SCALE[budget][0]
+
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """One dropout net (retention 0.8 input, 0.5 hidden, max-norm); its curve follows."""
+        return {"dropout net": paper_dropout(with_changes(base_config(budget), _SCALE[budget][1]))}
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Seed-mean MC curve with the draws' std as error bars, the weight-scaled line."""

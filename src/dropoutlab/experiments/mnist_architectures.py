@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
@@ -26,17 +26,14 @@ from dropoutlab.experiments.common import (
     finished,
     group_by,
     label_of,
-    make_job,
     metric_stat,
     new_figure,
     ordering_finding,
     ours_cell,
-    seed_list,
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import TABLE2
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "ROWS", "MnistArchitectures"]
 
@@ -84,26 +81,22 @@ def row_config(base: RunConfig, label: str, divisor: int) -> RunConfig:
     return with_changes(base, changes)
 
 
-class MnistArchitectures:
+class MnistArchitectures(GridExperiment):
     """Table 2: standard vs dropout nets (logistic, ReLU, max-norm, widths) on MNIST."""
 
     name = "mnist-architectures"
     title = "MNIST: standard vs dropout nets of several architectures"
     paper_ref = "Table 2"
     summary = "standard logistic 2×800 vs dropout logistic/ReLU/max-norm nets up to 2×8192"
-    datasets: tuple[str, ...] = ("mnist",)
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """Seven rows × seeds; widths divided by the budget's factor."""
-        check_budget(budget)
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """Seven rows; widths divided by the budget's factor."""
         divisor, changes = _SCALE[budget]
         base = with_changes(base_config(budget), changes)
         configs = {label: row_config(base, label, divisor) for label in ROWS}
         for label, lr in _LOGISTIC_LR.get(budget, {}).items():
             configs[label] = with_changes(configs[label], {"optim.lr": lr})
-        return [make_job(self.name, label, config, seed)
-                for seed in seed_list(budget, seeds) for label, config in configs.items()]
+        return configs
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Table 2 beside the paper, a bar chart, and the four findings."""

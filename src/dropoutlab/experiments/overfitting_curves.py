@@ -21,24 +21,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment, check_budget
 from dropoutlab.experiments.common import (
     base_config,
     beats,
     config_value,
-    drop_from_retain,
     finished,
     group_by,
-    make_job,
     mean_curve,
     metric_stat,
     new_figure,
+    no_dropout,
     ours_cell,
-    seed_list,
+    paper_dropout,
     status_note,
 )
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "OverfittingCurves", "rise_and_onset"]
 
@@ -81,33 +79,23 @@ def _variant(record: Any) -> str:
         "no dropout"
 
 
-class OverfittingCurves:
+class OverfittingCurves(GridExperiment):
     """The same net with and without dropout: training and validation loss per epoch."""
 
     name = "overfitting-curves"
     title = "Overfitting with and without dropout"
     paper_ref = "Section 1 (learning curves)"
     summary = "same net with/without dropout: train and validation loss per epoch, onset marked"
-    datasets: tuple[str, ...] = ("mnist",)
 
     def base(self, budget: str) -> RunConfig:
         """The shared config of both variants at ``budget`` (max-norm off: only dropout differs)."""
         check_budget(budget)
         return with_changes(base_config(budget), {**_SCALE[budget], "optim.max_norm": None})
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """Two variants × seeds; the variants differ only in their dropout rates."""
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """Two variants; they differ only in their dropout rates."""
         base = self.base(budget)
-        variants = {
-            "no dropout": with_changes(base, {"model.dropout": "none", "model.drop_input": 0.0,
-                                              "model.drop_hidden": 0.0}),
-            "dropout": with_changes(base, {"model.dropout": "bernoulli",
-                                           "model.drop_input": drop_from_retain(0.8),
-                                           "model.drop_hidden": drop_from_retain(0.5)}),
-        }
-        return [make_job(self.name, label, config, seed)
-                for seed in seed_list(budget, seeds) for label, config in variants.items()]
+        return {"no dropout": no_dropout(base), "dropout": paper_dropout(base)}
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Curves per variant (mean ± std over seeds), onset, and the three findings."""

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
@@ -29,16 +29,13 @@ from dropoutlab.experiments.common import (
     finished,
     group_by,
     label_of,
-    make_job,
     metric_stat,
     new_figure,
     ours_cell,
-    seed_list,
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import TABLE9
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "METHODS", "Regularizers", "select_by_validation"]
 
@@ -119,26 +116,21 @@ def select_by_validation(groups: dict[str, list[Any]], method: str
     return label, val, metric_stat(candidates[label], "test_error")
 
 
-class Regularizers:
+class Regularizers(GridExperiment):
     """Table 9: L2, L1, KL-sparsity, max-norm, dropout + L2, dropout + max-norm."""
 
     name = "regularizers"
     title = "Dropout against other regularizers"
     paper_ref = "Table 9"
     summary = "784-1024-1024-2048-10: L2, L1, KL-sparsity, max-norm vs dropout, each tuned"
-    datasets: tuple[str, ...] = ("mnist",)
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """Every method × its grid × seeds."""
-        check_budget(budget)
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """Every method × its grid."""
         divisor, changes = _SCALE[budget]
         base = with_changes(base_config(budget), {
             **changes, "model.hidden": tuple(max(16, w // divisor) for w in PAPER_WIDTHS)})
-        configs = {_label(method, value): method_config(base, method, value)
-                   for method, (_, grid) in _GRIDS.items() for value in grid[budget]}
-        return [make_job(self.name, label, config, seed)
-                for seed in seed_list(budget, seeds) for label, config in configs.items()]
+        return {_label(method, value): method_config(base, method, value)
+                for method, (_, grid) in _GRIDS.items() for value in grid[budget]}
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Selected grid point per method, Table 9 beside the paper, and the two findings."""

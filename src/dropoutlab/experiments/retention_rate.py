@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropoutlab.config import RunConfig, with_changes
-from dropoutlab.experiments.base import check_budget
+from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     Stat,
     base_config,
@@ -36,17 +36,14 @@ from dropoutlab.experiments.common import (
     finished,
     group_by,
     label_of,
-    make_job,
     metric_stat,
     new_figure,
     ours_cell,
     retain_from_drop,
-    seed_list,
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import FIGURE9_PN_FIXED_SMALL_P
 from dropoutlab.report.content import Analysis, Figure, Finding, Table
-from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "RetentionRate", "flat_spread"]
 
@@ -82,25 +79,20 @@ def _retain(record: Any) -> float:
     return retain_from_drop(config_value(record, "model.drop_hidden"))
 
 
-class RetentionRate:
+class RetentionRate(GridExperiment):
     """Figure 9: train and test error vs retention p, with n fixed and with p·n fixed."""
 
     name = "retention-rate"
     title = "Effect of the retention probability p"
     paper_ref = "Figure 9 a, b"
     summary = "retention p = 0.1 … 1.0 with n fixed and p·n fixed: train and test error vs p"
-    datasets: tuple[str, ...] = ("mnist",)
 
-    def jobs(self, budget: str, *, seeds: int | None = None,
-             data_dir: str | None = None) -> list[Job]:
-        """Both modes × every p × seeds; no input dropout (§7.3); the budget's max-norm for all."""
-        check_budget(budget)
+    def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
+        """Both modes × every p; no input dropout (§7.3); the budget's max-norm for all."""
         n, pn, retentions, changes = _SCALE[budget]
         base = with_changes(base_config(budget), {**changes, "model.drop_input": 0.0})
-        grid = {f"{mode} p={p:g}": self._config(base, hidden_for(mode, p, n, pn), p)
+        return {f"{mode} p={p:g}": self._config(base, hidden_for(mode, p, n, pn), p)
                 for mode in MODES for p in retentions}
-        return [make_job(self.name, label, config, seed)
-                for seed in seed_list(budget, seeds) for label, config in grid.items()]
 
     @staticmethod
     def _config(base: RunConfig, hidden: tuple[int, ...], p: float) -> RunConfig:
