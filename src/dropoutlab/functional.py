@@ -123,7 +123,9 @@ def relu_dropout(
     scale = check_scale(scale)
     check_floating(x)
     check_bool(inplace, "inplace")
-    if p == 0.0 or not training or p == 1.0:
+    if p == 0.0 or not training or p == 1.0 or inplace:
+        # In place, the fused op's saved input would be overwritten: relu then dropout instead
+        # (bitwise the same values and gradients).
         out = dropout(torch.relu(x), p, training, scale=scale, generator=generator)
         return _write(x, out, inplace)
     factor = 1.0 / (1.0 - p) if scale == "train" else 1.0
