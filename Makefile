@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
 	$(PY) -m mypy
