@@ -143,37 +143,13 @@ def write_outputs(result: Any, out: Path) -> None:
 
 
 def plot_learning_curves(result: Any, path: Path) -> None:
-    """Loss and error per epoch (train, validation, test), the overfitting onset marked."""
-    import matplotlib
+    """The run's learning curves (:mod:`dropoutlab.report.learning_curves`) into ``path``."""
+    from dropoutlab.report.learning_curves import save_learning_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
-    epochs = [row["epoch"] for row in result.history]
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
-    for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
-        for ax, metric in ((ax_loss, "loss"), (ax_err, "error")):
-            pairs = [(e, row[f"{split}_{metric}"]) for e, row in zip(epochs, result.history,
-                                                                       strict=True)
-                     if row.get(f"{split}_{metric}") is not None]
-            if pairs:
-                ax.plot(*zip(*pairs, strict=True), style, label=split)
-    for ax in (ax_loss, ax_err):
-        if result.overfitting_onset is not None:
-            ax.axvline(result.overfitting_onset, color="red", alpha=0.5,
-                       label=f"overfitting onset (epoch {result.overfitting_onset})")
-        ax.set_xlabel("epoch")
-        ax.legend()
-    ax_loss.set_ylabel("loss")
-    ax_err.set_ylabel("error %" if result.config.model.kind != "autoencoder" else "MSE / pixel")
-    ax_err.set_yscale("log")
-    ax_err.yaxis.set_major_formatter(ticker.ScalarFormatter())
-    ax_err.yaxis.set_minor_formatter(ticker.NullFormatter())
-    fig.suptitle(f"{result.config.data.dataset}: status {result.status}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_learning_curves(
+        result.history, path, onset=result.overfitting_onset,
+        error_label="error %" if result.config.model.kind != "autoencoder" else "MSE / pixel",
+        title=f"{result.config.data.dataset}: status {result.status}")
 
 
 def _table(result: Any) -> str:
