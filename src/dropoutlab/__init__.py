@@ -14,6 +14,7 @@ from dropoutlab import functional, inference, penalties
 from dropoutlab.backend import get_backend, set_backend, use_backend
 from dropoutlab.constraints import MaxNorm, max_norm_
 from dropoutlab.errors import ConfigError, DataError, DropoutlabError, StoreError
+from dropoutlab.insertion import ReLUDropout, insert_dropout
 from dropoutlab.layers import Dropout, GaussianDropout
 
 __version__ = "0.1.0"
@@ -25,11 +26,13 @@ __all__ = [
     "DropoutlabError",
     "GaussianDropout",
     "MaxNorm",
+    "ReLUDropout",
     "StoreError",
     "__version__",
     "functional",
     "get_backend",
     "inference",
+    "insert_dropout",
     "max_norm_",
     "penalties",
     "set_backend",
