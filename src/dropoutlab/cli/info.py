@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 from typing import Any
 
 
@@ -18,13 +17,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import dropoutlab
-    from dropoutlab import allocator, backend, kernels
+    from dropoutlab import allocator, backend, kernels, provenance
 
+    versions, hardware = provenance.version_info(), provenance.hardware_info()
     facts = {
         "dropoutlab": dropoutlab.__version__,
-        "python": platform.python_version(),
+        "python": versions["python"],
         "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
+        "cpu": f"{hardware['cpu']}, {hardware['cores']} usable cores",
+        "cuda": hardware["cuda"] or "not available",
         "threads": torch.get_num_threads(),
         "backend": backend.get_backend(),
         "native kernels": "available" if kernels.available() else "not available",
