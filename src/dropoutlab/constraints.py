@@ -101,7 +101,7 @@ class MaxNorm:
         self.max_norm = check_positive_finite(max_norm, "max_norm")
 
     def __call__(self, model: nn.Module) -> None:
-        """Project every ``nn.Linear``/``nn.Conv*d`` weight of ``model`` in place (§5.1).
+        """Project every ``nn.Linear``/``nn.Conv*d`` weight of ``model`` in place.
 
         Lazy modules whose weights are not materialised yet are skipped.
         """

@@ -61,7 +61,7 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def stochastic_mode(model: nn.Module, generator: torch.Generator | None = None) -> Iterator[None]:
-    """Put only the dropout layers of ``model`` in training mode for a ``with`` block (§7.5).
+    """Put only the dropout layers of ``model`` in training mode for a ``with`` block.
 
     Every other module (batch norm, for one) is in evaluation mode, so each pass samples one
     thinned network of the trained net. dropoutlab layers draw from ``generator`` (torch's own

@@ -19,7 +19,7 @@ __all__ = ["kl_sparsity", "l1", "l2", "weight_parameters"]
 
 
 def weight_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    """Yield the parameters weight penalties apply to (§6.5): those with ``dim() >= 2``.
+    """Yield the parameters weight penalties apply to: those with ``dim() >= 2``.
 
     That is weight matrices and conv filters; biases and norm-layer scales are left out.
     """
