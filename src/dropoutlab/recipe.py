@@ -26,7 +26,7 @@ The update Δw ← mΔw, Δw ← Δw + sg, w ← w + Δw is one pass over memory
 ``torch._foreach_*`` calls elsewhere or with the ``"torch"`` backend; both give the same bits.
 Gradients are freed between steps by default so that backward adopts each freshly computed
 gradient instead of adding it into a kept one (see :meth:`MomentumSGD.zero_grad` for the
-measured trade-off).
+trade-off).
 
 Our presets use **damped** momentum. With classical momentum the effective step is ε/(1 − m),
 which grows 50-fold while m ramps 0.5 → 0.99 and makes the large rates dropout needs blow up
@@ -94,12 +94,11 @@ class MomentumSGD:
             set_to_none: Free them (default): autograd then adopts each newly computed
                 gradient as it is, with no extra pass. ``False`` zeroes the existing tensors in
                 place (one batched call), keeping them allocated, so backward must add into
-                them (``grad += new``). Measured on the Table 9 step (784-1024-1024-2048-10,
-                batch 100, one thread), keeping costs a zeroing pass plus a read-add-write pass
-                over ~16 MB, about 1.7 ms (+6 %) per step, and repays it only in a process
-                whose heap glibc still trims and re-grows around the freed gradients (a fresh
-                process that has freed no large tensor yet: ~1,700 page faults per step); the
-                training loop, whose evaluation frees large tensors, sees ~100 or fewer.
+                them (``grad += new``). Keeping costs a zeroing pass plus a read-add-write
+                pass over every gradient per step, and repays it only in a process whose heap
+                glibc still trims and re-grows around the freed gradients (page faults on
+                every step); the training loop, whose evaluation frees large tensors, rarely
+                is one.
                 A kept gradient that a later backward does not reach stays zero, so momentum
                 still moves that parameter, as for any weight the loss does not depend on.
         """

@@ -44,7 +44,7 @@ __all__ = ["Failure", "SweepOptions", "SweepSummary", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
-# Data sets whose loader imports a heavy library (sklearn: ~1 s of CPU), warmed in each worker.
+# Data sets whose loader imports a heavy library (sklearn), warmed in each worker.
 _DATASET_MODULES = {"digits": "sklearn.datasets"}
 POLL_SECONDS = 0.25  # how often the driver looks at the executor and at signals
 HEARTBEAT_SECONDS = 5.0  # how often the driver marks its claimed runs alive

@@ -1,37 +1,21 @@
 """The local executor's worker processes: warm, long-lived, one job at a time each.
 
-A sweep (Srivastava et al. 2014, §6–§7 grids) on one machine runs its jobs in ``workers``
-spawned processes that live for the whole sweep. Unlike a ``concurrent.futures`` pool, the
-driver talks to each worker over its own pipe and always knows which job each one runs, which
-buys three things:
+A sweep on one machine runs its jobs in ``workers`` processes that live for the whole sweep.
+The driver talks to each over its own pipe, so it always knows which job each one runs:
 
-* **Progress that moves.** A worker installs :func:`dropoutlab.train.set_epoch_listener` while
-  it runs a job, so every finished epoch reaches the driver as an event ``(key, done, total)``.
-* **A dead worker costs only its own run.** When a worker dies (SIGKILL, the OOM killer,
-  ``os._exit``), the run it held fails (and may be retried); the other workers and their runs
-  carry on, and a fresh worker takes the dead one's place.
-* **Cheap start.** Workers are forked from a ``multiprocessing`` fork server that imported
-  torch and numpy (and sklearn's data sets when the sweep uses digits) once, before it ever ran
-  torch work: a fork after torch's thread pools have run is unsafe, a fork of a process that
-  only imported torch is not. A worker then costs a fork and a few dropoutlab imports instead of
-  ~2 CPU-seconds of imports. The server is one per driver process and stays up between sweeps,
-  so only the first pool of a process pays for its imports. What a spawned child would inherit
-  and a forked one would not see (the driver's environment *now*: ``DROPOUTLAB_*`` variables,
-  a test's ``monkeypatch.setenv``) is sent to each worker when it starts, with its torch thread
-  count; ``sys.path`` and the working directory travel through ``multiprocessing`` itself.
-  The server imports no dropoutlab module; task modules are imported by each worker after its
-  environment is set, and the one dropoutlab setting read at import (``DROPOUTLAB_BACKEND``)
-  is read again then. Where there is no fork server (Windows), workers are spawned and
-  import everything themselves.
+* **Progress**: each finished epoch reaches the driver as ``("epoch", key, done, total)``.
+* **A dead worker costs only its own run**: the run it held fails (and may be retried); a
+  fresh worker takes its place.
+* **Cheap start**: workers fork from a fork server that imported torch and numpy (and the
+  sweep's heavy data libraries) before running any torch work, which makes the fork safe. The
+  driver's environment at start (``DROPOUTLAB_*`` variables) and the thread count are sent to
+  each worker, which then imports its task module. Without a fork server (Windows) workers
+  are spawned.
 
-Signals: workers live in their own process group (a terminal's Ctrl-C reaches only the
-driver, which forwards one SIGINT to each busy worker so its task checkpoints and stops),
-ignore SIGINT while idle, and exit by themselves if the driver dies (even by SIGKILL: each
-holds the read end of a pipe only the driver writes to, which reads as closed once the driver is
-gone), so an orphan never keeps writing a checkpoint another sweep resumes from. The fork server
-ignores SIGINT; if it dies (a SIGTERM sent to the driver's whole process group) while the driver
-lives, the workers it forked live on and finish their runs: a worker counts as dead only when
-its pipe closes or its process is gone.
+Signals: workers have their own process group, so a terminal's Ctrl-C reaches only the driver,
+which forwards one SIGINT to each busy worker so its task checkpoints and stops. Idle workers
+ignore SIGINT, and every worker exits by itself when the driver's pipe closes, so an orphan
+never writes a checkpoint another sweep resumes from.
 
 Messages from a worker: ``("epoch", key, done, total)`` and ``("outcome", key, outcome)``; to a
 worker: a :class:`~dropoutlab.sweeps.executors.WorkItem`, or ``None`` to exit.
