@@ -27,6 +27,15 @@ class TestRegistry:
         """The registry lists the issue's experiment names, in the CLI's order."""
         assert list(EXPERIMENTS) == CLI_ORDER
 
+    def test_a_name_used_twice_is_refused(self) -> None:
+        """Two experiments of one name cannot both be registered: the second would hide the
+        first from the CLI."""
+        from dropoutlab.experiments import _registry
+
+        first = EXPERIMENTS["regularizers"]
+        with pytest.raises(ValueError, match="experiment name 'regularizers' is used twice"):
+            _registry(first, EXPERIMENTS["dataset-size"], first)
+
     def test_get_experiment_typo_lists_valid_names(self) -> None:
         """A misspelt name raises ValueError naming it and listing every valid name."""
         with pytest.raises(ValueError, match="unknown experiment 'retention-rates'") as info:
