@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dropoutlab.errors import ConfigError
+from dropoutlab.precision import resolve_precision
 
 __all__ = [
     "DATASETS",
@@ -58,7 +59,9 @@ INITS = ("normal", "xavier", "kaiming")
 # hash: :func:`config_hash` leaves such a field out while it holds this value, so a run stored
 # before the field existed is still found (design.md: new fields default so old hashes hold).
 # Add every new field here, as "section.name" (or "name" for a top-level field).
-HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {}
+HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "precision": "fp32",
+}
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -183,6 +186,9 @@ class RunConfig:
     early_stopping: int | None = None  # stop after this many epochs without a better val error
     checkpoint_every: int = 5  # epochs between checkpoints (and always on SIGINT/SIGTERM)
     eval_test_every: int = 1  # epochs between test-error evaluations in the history
+    # "bf16": mixed precision (bf16 products and activations, fp32 weights, momentum, max-norm,
+    # loss and metrics); "auto" becomes bf16 where the hardware has it (dropoutlab.precision)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _positive("epochs", self.epochs)
@@ -193,6 +199,9 @@ class RunConfig:
         _positive("early_stopping", self.early_stopping, allow_none=True)
         _positive("checkpoint_every", self.checkpoint_every)
         _positive("eval_test_every", self.eval_test_every)
+        if self.precision == "auto":  # resolved before hashing: a stored run says what it used
+            object.__setattr__(self, "precision", resolve_precision("auto", self.device))
+        _one_of("precision", self.precision, ("fp32", "bf16"))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), the form stored and hashed."""
