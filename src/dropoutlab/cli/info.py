@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import dropoutlab
-    from dropoutlab import allocator, backend, kernels, provenance
+    from dropoutlab import allocator, backend, kernels, precision, provenance
 
     versions, hardware = provenance.version_info(), provenance.hardware_info()
     facts = {
@@ -30,8 +30,15 @@ def run(args: argparse.Namespace) -> int:
         "backend": backend.get_backend(),
         "native kernels": "available" if kernels.available() else "not available",
         "freed memory": allocator.describe(),
+        "precision auto": _auto_precision(precision, "cuda" if hardware["cuda"] else "cpu"),
     }
     width = max(map(len, facts))
     for key, value in facts.items():
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _auto_precision(precision: Any, device: str) -> str:
+    """What ``precision = "auto"`` gives on ``device`` here, and why."""
+    native, why = precision.bf16_support(device)
+    return f"{'bf16' if native else 'fp32'} on {device} ({why})"
