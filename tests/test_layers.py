@@ -56,6 +56,17 @@ class TestDropout:
                                              r"got scale='none'"):
             dl.Dropout(0.5, scale="none")
 
+    def test_inplace_like_torch(self, dropout_backend: str) -> None:
+        """``inplace`` is the second argument, as in ``torch.nn.Dropout(p, inplace)``; the repr
+        shows it when set, and the layer returns its input holding the result."""
+        layer = dl.Dropout(0.5, True)
+        assert layer.inplace and repr(layer) == "Dropout(p=0.5, scale='train', inplace=True)"
+        x = torch.ones(64, 64)
+        y = layer(x, generator=seeded(0))
+        assert y is x and torch.equal(x, F.dropout(torch.ones(64, 64), 0.5, generator=seeded(0)))
+        gaussian = dl.GaussianDropout(0.5, True)
+        assert repr(gaussian) == "GaussianDropout(p=0.5, sigma=1, inplace=True)"
+
     def test_p_is_keyword_free_and_scale_keyword_only(self) -> None:
         """``Dropout(0.3)`` works; ``scale`` cannot be passed positionally."""
         assert dl.Dropout(0.3).p == 0.3
