@@ -64,9 +64,9 @@ class TestRejections:
                        "mean 'fake-dropout'?); valid names: all, fake-dropout, fake-nodata\n")
 
     @pytest.mark.parametrize(("flag", "value", "expected"), [
-        ("--seeds", "0", "expected an integer >= 1, got '0'"),
-        ("--device", "tpu", "expected cpu, cuda or cuda:N, got 'tpu'"),
-        ("--workers", "x", "expected an integer >= 1, got 'x'"),
+        ("--seeds", "0", "expected an integer in [1, 2147483647], got '0'"),
+        ("--device", "tpu", "must be cpu, cuda or cuda:N (N a GPU index), got 'tpu'"),
+        ("--workers", "x", "expected an integer in [1, 4096], got 'x'"),
     ])
     def test_bad_values(self, capsys: pytest.CaptureFixture[str], flag: str, value: str,
                         expected: str) -> None:

@@ -183,6 +183,8 @@ class TestSweepCommand:
         """A store under a regular file cannot be created: exit 2, the file is intact."""
         blocker = tmp_path / "file"
         blocker.write_text("keep me")
-        assert main(["sweep", "--task", TASK, "--store", str(blocker / "runs.sqlite")]) == 2
-        assert "cannot create store" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_:  # refused as the flags are parsed
+            main(["sweep", "--task", TASK, "--store", str(blocker / "runs.sqlite")])
+        assert exit_.value.code == 2
+        assert "a parent of it is a file, not a folder" in capsys.readouterr().err
         assert blocker.read_text() == "keep me"

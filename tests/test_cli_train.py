@@ -83,12 +83,15 @@ def test_resume_flag(tmp_path: Path) -> None:
     (["--preset", "nope"], "unknown preset 'nope'; valid presets:"),
     (["--dataset", "imagenet"], "`data.dataset` must be one of"),
     (["--set", "epochs=two"], "`epochs` must be an integer"),
-    (["--threads", "0"], "`--threads` must be an integer >= 1"),
+    (["--threads", "0"], "argument --threads: expected an integer in [1, 4096], got '0'"),
 ])
 def test_bad_values_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          argv: list[str], message: str) -> None:
     """Bad values exit with status 2 and one line on stderr, no traceback."""
-    status = main(["train", "--preset", "smoke", "--out", str(tmp_path / "o"), *argv])
+    try:  # argparse's own checks exit at parse time
+        status = main(["train", "--preset", "smoke", "--out", str(tmp_path / "o"), *argv])
+    except SystemExit as exit_:
+        status = exit_.code
     err = capsys.readouterr().err
     assert status == 2
     assert message in err

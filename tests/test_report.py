@@ -345,7 +345,7 @@ class TestWriteReport:
         """A report folder that is a file is refused with its name, and the file is kept."""
         target = tmp_path / "file.txt"
         target.write_text("keep me")
-        with pytest.raises(ReportError, match=r"`out_dir` must be a folder, but .*file\.txt"):
+        with pytest.raises(ReportError, match=r"`out_dir` must be a folder, got .*file\.txt'"):
             write_report([], target, make_meta())
         assert target.read_text() == "keep me"
 

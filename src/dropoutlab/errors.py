@@ -7,7 +7,7 @@ exit with status 2 instead of a traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "DropoutlabError", "StoreError"]
+__all__ = ["ConfigError", "DataError", "DropoutlabError", "PathError", "StoreError"]
 
 
 class DropoutlabError(Exception):
@@ -24,3 +24,8 @@ class DataError(DropoutlabError):
 
 class StoreError(DropoutlabError):
     """A results store cannot be opened or written; the store is left untouched."""
+
+
+class PathError(DropoutlabError):
+    """A path cannot be used: missing, the wrong kind (folder, file, FIFO), unreadable, or not
+    writable (read-only media, full disk); the message names the argument and the fix."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DEVICE_PATTERN",
+    "check_device",
     "cpu_model",
     "git_commit",
     "git_describe",
@@ -95,3 +98,33 @@ def git_describe() -> str:
     where = Path(__file__).resolve().parent
     dirty = _git(["status", "--porcelain", "--untracked-files=no"], where)
     return f"{commit}-dirty" if dirty else commit
+
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def check_device(device: str, what: str = "`--device`") -> None:
+    """Refuse a device name torch would reject, or a CUDA device this machine does not have.
+
+    Every command and :func:`dropoutlab.train.train` call it before any work starts, so a bad
+    device is one clear line instead of a torch ``AssertionError``/``RuntimeError``.
+
+    Raises:
+        ValueError: ``device`` is not ``cpu``, ``cuda`` or ``cuda:N``, or names a CUDA device
+            that is absent.
+    """
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        raise ValueError(f"{what} must be cpu, cuda or cuda:N (N a GPU index), got "
+                          f"{device!r}; pass e.g. --device cpu")
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"{what} {device}: CUDA is not available on this machine (torch "
+                          f"{torch.__version__}); use --device cpu")
+    index = int(device.partition(":")[2] or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"{what} must name one of the {count} CUDA devices (cuda:0 .. "
+                          f"cuda:{count - 1}), got {device!r}; pass a GPU index below {count}")

@@ -40,16 +40,18 @@ class RunResult:
 
     Attributes:
         config: The resolved run config.
-        status: ``"done"`` or ``"diverged"`` (non-finite loss). :func:`train` raises
-            ``KeyboardInterrupt`` when stopped, so ``"interrupted"`` is only written by callers
-            that record a stopped run (its checkpoint holds the partial history).
+        status: ``"done"`` or ``"diverged"`` (non-finite loss, or a loss far above chance).
+            :func:`train` raises ``KeyboardInterrupt`` when stopped, so ``"interrupted"`` is
+            only written by callers that record a stopped run (its checkpoint holds the
+            partial history).
         test_error, val_error, train_error: Final errors in percent (reconstruction MSE for the
             autoencoder) of the weight-scaled network; ``val_error`` is None without a
             validation split; all are None when the run diverged.
         best_epoch: Epoch (1-based) with the lowest validation error, None without validation.
         overfitting_onset: First epoch of a lasting rise of the validation loss, or None.
         generalization_gap: Final validation (else test) error minus final training error.
-        diverged_epoch: Epoch (1-based) in which the loss became non-finite, else None.
+        diverged_epoch: Epoch (1-based) in which the loss became non-finite or the run met
+            :mod:`dropoutlab.train`'s far-above-chance rule, else None.
         epochs: Epochs completed.
         seconds: Wall-clock seconds of training and evaluation (summed over resumed pieces).
         history: One dict per completed epoch (see :mod:`dropoutlab.train`).

@@ -16,6 +16,13 @@ network at the end of the epoch. The result's ``train_error`` is the weight-scal
 the whole training split at the end. Errors are percentages for classifiers; for the
 autoencoder every ``*_error`` is the mean squared reconstruction error per pixel, like its loss.
 
+Divergence: a run is stopped and marked ``diverged`` when its loss becomes non-finite, or when
+its mean training loss stays above :data:`DIVERGENCE_FACTOR` × the chance loss for
+:data:`DIVERGENCE_EPOCHS` epochs in a row (every epoch, in a shorter run). The chance loss is
+what a net that has learnt nothing scores: ln(classes) for a classifier (uniform outputs), and
+the mean squared pixel value for the autoencoder (outputs of zero). A healthy run is far below
+it after its first epoch; one with a rate far too large stays orders of magnitude above it.
+
 The result (:class:`~dropoutlab.results.RunResult`) and its under/overfitting diagnosis
 (:func:`~dropoutlab.results.diagnose`: best epoch, overfitting onset, generalization gap) live in
 :mod:`dropoutlab.results`; both are re-exported here.
@@ -50,6 +57,8 @@ __all__ = ["RunResult", "diagnose", "evaluate", "make_generators", "report_epoch
 log = logging.getLogger(__name__)
 
 _EVAL_BATCH = 8192  # rows per evaluation pass: big batches, bounded memory
+DIVERGENCE_FACTOR = 10.0  # a training loss this many times the chance loss is not learning
+DIVERGENCE_EPOCHS = 3  # ... for this many epochs in a row: a bad start recovers sooner
 
 # -- epoch hook (for the sweep engine's progress; one listener per process) ---------------------
 EpochListener = Callable[[int, int], None]
@@ -218,7 +227,13 @@ def train(config: RunConfig, *, checkpoint_path: str | Path | None = None, resum
                 f"{state.get('config_hash')}, this run is {config_hash(config)}); use another "
                 "path or drop --resume"
             )
-        loop.restore(state, checkpoint_path)
+        try:
+            loop.restore(state, checkpoint_path)
+        except (RuntimeError, ValueError, TypeError, KeyError) as err:  # torch's own checks
+            raise CheckpointError(
+                f"checkpoint {str(checkpoint_path)!r} does not fit this run ({type(err).__name__}"
+                f": {str(err).splitlines()[0] if str(err) else ''}); delete it (or drop "
+                "--resume) to start the run afresh") from None
         log.info("resuming from %s at epoch %d", checkpoint_path, loop.epoch)
     if on_start is not None:
         on_start()
@@ -281,6 +296,7 @@ class TrainingLoop:
         self.since_best = 0
         self.status = "running"
         self.diverged_epoch: int | None = None
+        self.chance_loss = _chance_loss(self.dataset, self.reconstruct)
         self._t0 = time.perf_counter()
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -362,8 +378,8 @@ class TrainingLoop:
             if isinstance(state[name], bool) or not isinstance(state[name], int) or \
                     state[name] < 0:
                 refuse(name, "an integer >= 0", repr(state[name]))
-        if not state["batch_index"] < self.batches_per_epoch:
-            refuse("batch_index", f"below the {self.batches_per_epoch} batches of an epoch",
+        if state["batch_index"] > self.batches_per_epoch:
+            refuse("batch_index", f"at most the {self.batches_per_epoch} batches of an epoch",
                    state["batch_index"])
         perm = state["perm"]
         n_train = len(self.dataset.train_y)
@@ -476,6 +492,7 @@ class TrainingLoop:
             "seconds": self.seconds(),
         }
         self.history.append(row)
+        diverged = self._far_above_chance()
         self.perm, self.batch_index = None, 0
         self.acc_loss.zero_()
         self.acc_wrong.zero_()
@@ -485,6 +502,12 @@ class TrainingLoop:
         log.info("epoch %d/%d %s (%.1f s)", self.epoch, config.epochs, text, row["seconds"])
         bar.advance(0, f"epoch {self.epoch}/{config.epochs} loss {_fmt(row['train_loss'])} "
                        f"val {_fmt(row['val_error'])} test {_fmt(row['test_error'])}")
+        if diverged:
+            self.status, self.diverged_epoch = "diverged", self.epoch
+            log.warning("training loss above %g × chance (%.4g) for %d epochs in a row; "
+                        "stopping as diverged (lower the learning rate)", DIVERGENCE_FACTOR,
+                        self.chance_loss, min(DIVERGENCE_EPOCHS, config.epochs))
+            return
         if not math.isnan(val_error):
             if val_error < self.best_val:
                 self.best_val, self.since_best = val_error, 0
@@ -494,6 +517,14 @@ class TrainingLoop:
                 log.info("early stopping: no better validation error for %d epochs",
                          self.since_best)
                 self.status = "done"
+
+    def _far_above_chance(self) -> bool:
+        """The divergence rule of the module docstring, on the history so far."""
+        needed = min(DIVERGENCE_EPOCHS, self.config.epochs)
+        recent = self.history[-needed:]
+        limit = DIVERGENCE_FACTOR * self.chance_loss
+        return len(recent) == needed and all(
+            float(row["train_loss"]) > limit for row in recent)  # type: ignore[arg-type]
 
     def result(self, *, keep_model: bool = False) -> RunResult:
         """The :class:`RunResult` of the run as it stands."""
@@ -514,6 +545,13 @@ class TrainingLoop:
             seconds=self.seconds(), history=self.history,
             model=self.model if keep_model else None,
         )
+
+
+def _chance_loss(dataset: data_module.Dataset, reconstruct: bool) -> float:
+    """The loss of a net that has learnt nothing (see the module docstring)."""
+    if reconstruct:
+        return float(dataset.train_x.double().pow(2).mean())
+    return math.log(dataset.num_classes)
 
 
 def _shape(value: object) -> str:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dropoutlab.cli.arguments import input_file, output_file
 from dropoutlab.errors import DropoutlabError
 
 SUITE = Path("benchmarks") / "bench_dropout.py"
@@ -23,12 +24,12 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench", help="time dropout ours vs torch (ops, memory, training step, MNIST epoch)"
     )
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"),
+    parser.add_argument("--output", type=output_file, default=Path("BENCHMARKS.md"),
                         help="Markdown file to write the table to (default: BENCHMARKS.md)")
     parser.add_argument("--no-write", action="store_true", help="print only, write no file")
     parser.add_argument("--skip-mnist", action="store_true",
                         help="leave out the quick-MNIST epoch comparison")
-    parser.add_argument("--peer", type=Path, default=None,
+    parser.add_argument("--peer", type=input_file, default=None,
                         help="path of the plain-PyTorch MNIST script "
                              "(default: benchmarks/mnist_plain_torch.py)")
     parser.add_argument("--cpu-time", action="store_true",

@@ -2,7 +2,8 @@
 
 One row per (run, experiment): identity columns, then ``config.<dotted key>`` and
 ``metric.<name>`` columns. Lists (e.g. ``config.model.hidden``) are written as JSON text.
-The file is written to a temporary name and renamed, so a failed export leaves no half file.
+The file is written to a unique temporary name and renamed (:mod:`dropoutlab.atomic_io`), so a
+failed export leaves no half file and a symlink at ``--out`` is replaced, never written through.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
+from dropoutlab.atomic_io import atomic_write, atomic_write_text
+from dropoutlab.cli.arguments import output_file
 from dropoutlab.cli.sweep_options import add_store_argument
 from dropoutlab.errors import DropoutlabError
 from dropoutlab.run_status import RUN_STATUSES
@@ -31,7 +32,7 @@ def register(subparsers: Any) -> None:
     add_store_argument(parser)
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv",
                         help="csv (default) or parquet (needs pyarrow)")
-    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+    parser.add_argument("--out", type=output_file, default=None, metavar="FILE",
                         help="output file (default: CSV to stdout; required for parquet)")
     parser.add_argument("--experiment", default=None, metavar="NAME",
                         help="only runs of this experiment")
@@ -92,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
                          args.experiment)
     columns = _columns(rows)
     if writer is not None:
-        _atomic_write(args.out, lambda tmp: writer(rows, columns, tmp))
+        atomic_write(args.out, lambda handle: writer(rows, columns, handle), what="`--out`")
     elif args.out is None:
         sys.stdout.write(_csv_text(rows, columns))
     else:
-        _atomic_write(args.out, lambda tmp: tmp.write_text(_csv_text(rows, columns)))
+        atomic_write_text(args.out, _csv_text(rows, columns), what="`--out`")
     if args.out is not None:
         print(f"wrote {len(rows)} rows × {len(columns)} columns to {args.out}", file=sys.stderr)
     return 0
@@ -118,21 +119,8 @@ def _parquet_writer() -> Any:
         raise DropoutlabError("--format parquet needs the pyarrow package: "
                               "pip install pyarrow (or use --format csv)") from None
 
-    def write(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
+    def write(rows: list[dict[str, Any]], columns: list[str], handle: Any) -> None:
         table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-        pq.write_table(table, path)
+        pq.write_table(table, handle)
 
     return write
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    if path.is_dir():
-        raise ValueError(f"--out {str(path)!r} is a directory; expected a file path")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise DropoutlabError(f"cannot write --out {str(path)!r}: {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)

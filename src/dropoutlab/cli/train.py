@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -17,6 +18,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dropoutlab.atomic_io import atomic_write_text, make_output_dir
+from dropoutlab.cli.arguments import (
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_THREADS,
+    data_dir,
+    device,
+    input_file,
+    int_range,
+    non_empty,
+    output_dir,
+)
 from dropoutlab.errors import ConfigError
 
 # Input size and classes of each data set, to check an architecture like 784-1024-1024-10.
@@ -53,15 +66,18 @@ def register(subparsers: Any) -> None:
         "train", help="train one dropout network and write its learning curves",
         description="Train one network with the paper's recipe (Srivastava et al. 2014, §5.1). "
         "--drop-* are DROP probabilities (the paper's retention p is 1 - drop).")
-    p.add_argument("--preset", help="start from a named preset (see dropoutlab.presets)")
-    p.add_argument("--config", type=Path, help="TOML config file ([data], [model], [optim])")
+    p.add_argument("--preset", type=non_empty,
+                   help="start from a named preset (see dropoutlab.presets)")
+    p.add_argument("--config", type=input_file, help="TOML config file ([data], [model], [optim])")
     p.add_argument("--dataset", help="mnist, fashion-mnist, digits, cifar10, cifar100, svhn")
-    p.add_argument("--data-dir", help="folder with your copy of the data set")
-    p.add_argument("--train-size", type=int, help="seeded stratified training subset size")
+    p.add_argument("--data-dir", type=data_dir, help="folder with your copy of the data set")
+    p.add_argument("--train-size", type=int_range(1, MAX_COUNT),
+                   help="seeded stratified training subset size")
     p.add_argument("--merge-validation", action="store_true", default=None,
                    help="train on train+validation (the paper's final protocol)")
     p.add_argument("--model", help="mlp, convnet or autoencoder")
-    p.add_argument("--arch", help="MLP layer sizes including input and output, e.g. "
+    p.add_argument("--arch", type=non_empty,
+                   help="MLP layer sizes including input and output, e.g. "
                    "784-1024-1024-10 (autoencoder: 784-256-784)")
     p.add_argument("--activation", help="relu or logistic")
     p.add_argument("--dropout-kind", help="bernoulli, gaussian or none")
@@ -71,22 +87,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--init", help="normal, xavier or kaiming")
     p.add_argument("--max-norm", type=_optional_float, default=argparse.SUPPRESS,
                    help="max-norm radius c, or 'none'")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int_range(1, MAX_COUNT))
+    p.add_argument("--batch-size", type=int_range(1, MAX_COUNT))
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--lr-schedule", help="constant, exponential or inverse_t")
     p.add_argument("--lr-decay", type=float, help="per-epoch factor, or t0 for inverse_t")
     p.add_argument("--momentum", type=float, help="final momentum of the ramp")
     p.add_argument("--momentum-start", type=float)
-    p.add_argument("--momentum-updates", type=int, help="length of the momentum ramp")
-    p.add_argument("--early-stopping", type=int, help="patience in epochs (val error)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu or cuda[:N]")
+    p.add_argument("--momentum-updates", type=int_range(0, MAX_COUNT),
+                   help="length of the momentum ramp")
+    p.add_argument("--early-stopping", type=int_range(1, MAX_COUNT),
+                   help="patience in epochs (val error)")
+    p.add_argument("--seed", type=int_range(0, MAX_SEED))
+    p.add_argument("--device", type=device, help="cpu or cuda[:N]")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.l2=1e-4 (repeatable)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=output_dir, required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int_range(1, MAX_THREADS),
+                   help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")
     p.set_defaults(handler=run)
 
@@ -96,19 +115,19 @@ def resolve_config(args: argparse.Namespace) -> Any:
     from dropoutlab import config as cfg
     from dropoutlab.presets import get_preset
 
-    if args.preset and args.config is not None:
+    if args.preset is not None and args.config is not None:
         raise ConfigError("give either --preset or --config, not both")
     if args.config is not None:
         base = cfg.load_config(args.config)
     else:
-        base = get_preset(args.preset) if args.preset else cfg.RunConfig()
+        base = get_preset(args.preset) if args.preset is not None else cfg.RunConfig()
     changes: dict[str, Any] = {}
     for dest, key in _FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None or (dest == "max_norm" and hasattr(args, "max_norm")):
             changes[key] = value
     config = cfg.with_changes(base, changes)
-    if args.arch:
+    if args.arch is not None:
         config = cfg.with_changes(config, {"model.hidden": _hidden_from_arch(args.arch, config)})
     return cfg.apply_overrides(config, args.set)
 
@@ -131,14 +150,17 @@ def _hidden_from_arch(arch: str, config: Any) -> tuple[int, ...]:
 
 
 def write_outputs(result: Any, out: Path) -> None:
-    """result.json, history.csv and learning_curves.png in ``out``."""
-    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    """result.json, history.csv and learning_curves.png in ``out``, each written atomically
+    (a unique temporary file and a rename: a symlink planted there is replaced, not followed)."""
+    atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=1) + "\n",
+                      what="`--out`")
     rows = result.history
     if rows:
-        with (out / "history.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out / "history.csv", buffer.getvalue(), what="`--out`")
     plot_learning_curves(result, out / "learning_curves.png")
 
 
@@ -176,8 +198,6 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"`--threads` must be an integer >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -185,8 +205,11 @@ def run(args: argparse.Namespace) -> int:
     from dropoutlab.train import train
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(config_to_toml(config))
+
+    def start() -> None:  # once the data loaded and any checkpoint was accepted
+        make_output_dir(out, "`--out`")
+        atomic_write_text(out / "config.toml", config_to_toml(config), what="`--out`")
+
     # Plain epoch lines on stderr when there is no progress bar; warnings always.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -196,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     library_log.setLevel(logging.WARNING if progress else logging.INFO)
     try:
         result = train(config, checkpoint_path=out / "checkpoint.pt", resume=args.resume,
-                       progress=progress)
+                       progress=progress, on_start=start)
     finally:
         library_log.removeHandler(handler)
         library_log.setLevel(level_before)

@@ -18,7 +18,8 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from dropoutlab.errors import DropoutlabError
+from dropoutlab.atomic_io import atomic_write_text, make_output_dir
+from dropoutlab.errors import DropoutlabError, PathError
 from dropoutlab.report.content import Analysis
 from dropoutlab.report.figures import save_figure, use_agg
 from dropoutlab.report.header import (
@@ -73,8 +74,9 @@ def write_report(analyses: Sequence[Analysis], out_dir: str | Path, meta: Report
                  skipped: Sequence[Skipped] = ()) -> Path:
     """Write the report folder and return the path of its ``index.html``.
 
-    Files of an earlier report in ``out_dir`` are overwritten where names agree and otherwise
-    left alone; figures are closed once saved.
+    Files of an earlier report in ``out_dir`` are replaced where names agree and otherwise
+    left alone; every file is written through :func:`dropoutlab.atomic_io.atomic_write`, so a
+    symlink planted in the folder is replaced, never followed. Figures are closed once saved.
 
     Args:
         analyses: One analysis per experiment, in the order the page shows them.
@@ -87,24 +89,22 @@ def write_report(analyses: Sequence[Analysis], out_dir: str | Path, meta: Report
 
     Raises:
         ValueError: an experiment, table or figure name is not a safe file stem or is repeated.
-        ReportError: ``out_dir`` is a file or cannot be created.
+        ReportError: ``out_dir`` is a file or cannot be created, or an experiment's folder in it
+            is a symbolic link.
+        PathError: a file cannot be written (full disk, read-only media).
     """
     out = Path(out_dir)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ReportError(f"`out_dir` must be a folder, but {str(out)!r} (or a parent) is a "
-                          f"file") from None
-    except PermissionError:
-        raise ReportError(f"`out_dir` {str(out)!r} cannot be created: permission denied"
-                          ) from None
+        make_output_dir(out, "`out_dir`")
+    except PathError as err:
+        raise ReportError(str(err)) from None
     use_agg()
     experiment_names: set[str] = set()
     written: list[ExperimentFiles] = []
     for analysis in analyses:
         _check_name("experiment", analysis.experiment, experiment_names)
-        folder = out / analysis.experiment
-        folder.mkdir(exist_ok=True)
+        folder = make_output_dir(out / analysis.experiment, "the experiment's folder",
+                                 allow_symlink=False)
         files = ExperimentFiles(analysis)
         stems: set[str] = set()
         for figure in analysis.figures:
@@ -118,8 +118,6 @@ def write_report(analyses: Sequence[Analysis], out_dir: str | Path, meta: Report
             md, csv = write_table(table, folder)
             files.tables.append((md.relative_to(out).as_posix(), csv.relative_to(out).as_posix()))
         written.append(files)
-    index = out / "index.html"
-    tmp = index.with_suffix(".html.tmp")
-    tmp.write_text(render_page(written, meta, skipped), encoding="utf-8")
-    tmp.replace(index)  # a reader never sees half a page
+    index = out / "index.html"  # a unique temporary file, then a rename: never half a page
+    atomic_write_text(index, render_page(written, meta, skipped), what="the report page")
     return index

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib
 
+from dropoutlab.atomic_io import atomic_write
 from dropoutlab.report.content import Figure
 
 __all__ = ["PNG_DPI", "save_figure", "use_agg"]
@@ -49,9 +50,13 @@ def save_figure(figure: Figure, directory: Path) -> tuple[Path, Path]:
     mpl_figure = figure.figure
     with matplotlib.rc_context({"svg.hashsalt": f"dropoutlab-{figure.name}",
                                 "svg.fonttype": "none"}):
-        mpl_figure.savefig(png_path, dpi=PNG_DPI, bbox_inches="tight", facecolor="white",
-                           metadata={"Software": None})
-        mpl_figure.savefig(svg_path, bbox_inches="tight", facecolor="white",
-                           metadata={"Date": None, "Creator": None})
-    plt.close(mpl_figure)
+        try:  # unique temporary files and renames: a planted symlink is never followed
+            atomic_write(png_path, lambda handle: mpl_figure.savefig(
+                handle, format="png", dpi=PNG_DPI, bbox_inches="tight", facecolor="white",
+                metadata={"Software": None}), what="a report figure")
+            atomic_write(svg_path, lambda handle: mpl_figure.savefig(
+                handle, format="svg", bbox_inches="tight", facecolor="white",
+                metadata={"Date": None, "Creator": None}), what="a report figure")
+        finally:
+            plt.close(mpl_figure)
     return png_path, svg_path

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dropoutlab.atomic_io import atomic_write
+
 __all__ = ["save_learning_curves"]
 
 
@@ -51,5 +53,8 @@ def save_learning_curves(history: Sequence[Mapping[str, Any]], path: Path, *,
     ax_err.yaxis.set_minor_formatter(ticker.NullFormatter())
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:  # a unique temporary file and a rename: a symlink at ``path`` is never followed
+        atomic_write(path, lambda handle: fig.savefig(handle, format=Path(path).suffix[1:],
+                                                      dpi=100))
+    finally:
+        plt.close(fig)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dropoutlab.atomic_io import atomic_write_text
 from dropoutlab.report.content import Finding, PaperValue, Table
 
 __all__ = [
@@ -123,8 +124,8 @@ def write_table(table: Table, directory: Path) -> tuple[Path, Path]:
     """Write ``<name>.md`` and ``<name>.csv`` into ``directory``; return both paths."""
     md_path = directory / f"{table.name}.md"
     csv_path = directory / f"{table.name}.csv"
-    md_path.write_text(table_to_markdown(table), encoding="utf-8")
-    csv_path.write_text(table_to_csv(table), encoding="utf-8")
+    atomic_write_text(md_path, table_to_markdown(table), what="a report table")
+    atomic_write_text(csv_path, table_to_csv(table), what="a report table")
     return md_path, csv_path
 
 
