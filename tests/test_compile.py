@@ -197,18 +197,23 @@ class TestExport:
     @pytest.mark.parametrize("strict", [True, False], ids=["strict", "non-strict"])
     @pytest.mark.parametrize("kind", KINDS)
     def test_exported_program_runs(self, kind: str, strict: bool, global_seed: int) -> None:
-        """A train-mode export holds the dropoutlab operators and, run under the same seed,
-        gives eager's output; an eval-mode export holds none of them."""
+        """A train-mode export holds the dropoutlab operators (the one-call composites, and
+        after run_decompositions the seed draw and the op) and, run under the same seed, gives
+        eager's output; an eval-mode export holds none of them."""
         torch.manual_seed(0)
         model = MLP(kind)
         x = torch.randn(8, 20)
         program = torch.export.export(model, (x,), strict=strict)
         targets = {str(node.target) for node in program.graph.nodes}
-        assert any(t.startswith("dropoutlab.seed") for t in targets), targets
-        torch.manual_seed(global_seed)
-        got = program.module()(x)
-        torch.manual_seed(global_seed)
-        torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-6)
+        assert any(t.startswith("dropoutlab.draw_") for t in targets), targets
+        decomposed = program.run_decompositions()  # the composite: seed draw + op
+        targets = {str(node.target) for node in decomposed.graph.nodes}
+        assert "dropoutlab.seed.default" in targets, targets
+        for exported in (program, decomposed):
+            torch.manual_seed(global_seed)
+            got = exported.module()(x)
+            torch.manual_seed(global_seed)
+            torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-6)
         model.eval()
         frozen = torch.export.export(model, (x,), strict=strict)
         assert not any("dropoutlab" in str(node.target) for node in frozen.graph.nodes)

@@ -69,7 +69,7 @@ def use_backend(name: str) -> Iterator[None]:
 
 def _native_applies(x: torch.Tensor) -> bool:
     """Whether the native kernels should handle ``x`` under the selected backend."""
-    if _selected == "torch" or x.device.type != "cpu":
+    if _selected == "torch" or not x.is_cpu:
         return False
     if _selected == "native":
         if not kernels.operators_available():

@@ -73,7 +73,7 @@ _error: str | None = None
 _attempted = False
 _functions: dict[tuple[str, torch.dtype], Any] = {}  # (kind, dtype) -> C entry point
 _ops_error: str | None = None
-OPS_ABI_VERSION = 1  # must match abi_version() in ops.cpp
+OPS_ABI_VERSION = 2  # must match abi_version() in ops.cpp
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,9 @@ class _Operators:
     dropout: Any
     gaussian: Any
     relu_dropout: Any
+    draw_dropout: Any  # seed + dropout in one call
+    draw_gaussian: Any
+    draw_relu_dropout: Any
 
 
 _operators: _Operators | None = None  # loaded once per process: a namespace registers once
@@ -116,6 +119,9 @@ def _load_operators(lib: Library) -> None:
             dropout=namespace.dropout.default,
             gaussian=namespace.gaussian.default,
             relu_dropout=namespace.relu_dropout.default,
+            draw_dropout=namespace.draw_dropout.default,
+            draw_gaussian=namespace.draw_gaussian.default,
+            draw_relu_dropout=namespace.draw_relu_dropout.default,
         )
         _ops_error = None
     except (KernelBuildError, OSError, RuntimeError) as err:
@@ -163,6 +169,8 @@ def operators_available() -> bool:
     Under ``torch.compile`` this is evaluated once while tracing, so a first call inside a
     compiled function loads the library without breaking the graph.
     """
+    if _operators is not None and _library is not None:
+        return True  # loaded: the common case, without a call
     return _load() is not None and _operators is not None
 
 
@@ -220,7 +228,7 @@ def supports(x: torch.Tensor) -> bool:
     devices use the reference path, as does ``torch.jit.trace``.
     """
     return (
-        x.device.type == "cpu"
+        x.is_cpu
         and x.dtype in _DTYPES
         and x.layout == torch.strided
         and not torch.jit.is_tracing()
@@ -238,16 +246,13 @@ _GENERATOR_UNDER_COMPILE = (
 @torch.compiler.disable(reason=_GENERATOR_UNDER_COMPILE)
 def _seed_outside_graph(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The seed draw, run eagerly between two compiled graphs (a graph break)."""
-    return _ops().seed(x, generator)
-
-
-def _seed(ops: _Operators, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One call's seed, a 0-dim int64 tensor: ``torch.empty((), dtype=torch.int64).random_()``
-    from ``generator`` (torch's global generator when ``None``), as the seed was always drawn."""
-    if generator is not None and torch.compiler.is_compiling():
-        return _seed_outside_graph(x, generator)
-    out: torch.Tensor = ops.seed(x, generator)
+    out: torch.Tensor = _ops().seed(x, generator)
     return out
+
+
+def _generator_in_graph(generator: torch.Generator | None) -> bool:
+    """Whether ``generator`` is a torch.Generator that Dynamo is about to trace."""
+    return generator is not None and torch.compiler.is_compiling()
 
 
 def drop_threshold(p: float) -> int:
@@ -261,9 +266,10 @@ def dropout(
 ) -> torch.Tensor:
     """Native Bernoulli dropout (§4): zero each element with probability ``p``, scale the rest.
 
-    Two operators: ``dropoutlab::seed`` draws the call's seed from ``generator`` (torch's global
-    generator when ``None``), ``dropoutlab::dropout`` applies the mask it defines. Backward
-    regenerates the mask from the seed.
+    Two operators (one call, ``dropoutlab::draw_dropout``): ``dropoutlab::seed`` draws the
+    call's seed from ``generator`` (torch's global generator when ``None``) exactly as earlier
+    releases did, ``dropoutlab::dropout`` applies the mask it defines. Backward regenerates the
+    mask from the seed.
 
     Args:
         x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
@@ -277,7 +283,10 @@ def dropout(
         channels_last(_3d) when ``x`` is.
     """
     ops = _ops()
-    out: torch.Tensor = ops.dropout(x, _seed(ops, x, generator), p, factor)
+    if _generator_in_graph(generator):
+        out: torch.Tensor = ops.dropout(x, _seed_outside_graph(x, generator), p, factor)
+    else:
+        out = ops.draw_dropout(x, p, factor, generator)
     return out
 
 
@@ -301,7 +310,10 @@ def relu_dropout(
         A new tensor of ``x``'s shape and dtype, differentiable in ``x``.
     """
     ops = _ops()
-    out: torch.Tensor = ops.relu_dropout(x, _seed(ops, x, generator), p, factor)
+    if _generator_in_graph(generator):
+        out: torch.Tensor = ops.relu_dropout(x, _seed_outside_graph(x, generator), p, factor)
+    else:
+        out = ops.draw_relu_dropout(x, p, factor, generator)
     return out
 
 
@@ -319,7 +331,10 @@ def gaussian_dropout(
         A new tensor of ``x``'s shape and dtype, differentiable in ``x``.
     """
     ops = _ops()
-    out: torch.Tensor = ops.gaussian(x, _seed(ops, x, generator), sigma)
+    if _generator_in_graph(generator):
+        out: torch.Tensor = ops.gaussian(x, _seed_outside_graph(x, generator), sigma)
+    else:
+        out = ops.draw_gaussian(x, sigma, generator)
     return out
 
 

@@ -16,6 +16,10 @@
  *   gaussian(x, seed, sigma)            y = x * (1 + sigma * z)
  *   relu_dropout(x, seed, p, factor)    y = relu(x) * (kept ? factor : 0)
  *   relu_dropout_backward(g, x, seed, p, factor)
+ *   draw_dropout(x, p, factor, generator), draw_gaussian(x, sigma, generator),
+ *   draw_relu_dropout(x, p, factor, generator)
+ *                                       seed, then the op: one call from Python instead of two
+ *                                       (composite, so compilers and transforms see the two)
  *
  * The random ops are pure functions of (x, seed): drawing the seed is its own operator, tagged
  * nondeterministic_seeded, so compilers never merge, reorder or recompute the draw, and the
@@ -344,6 +348,24 @@ at::Tensor relu_dropout_backward_autograd(const at::Tensor &grad, const at::Tens
     return relu_dropout_backward_op().call(grad, x, seed, p, factor);
 }
 
+/* ---- composites: seed draw + op in one call (CompositeImplicitAutograd: each piece is
+ * dispatched, differentiated and traced on its own) --------------------------------------- */
+
+at::Tensor draw_dropout(const at::Tensor &x, double p, double factor,
+                        std::optional<at::Generator> generator) {
+    return dropout_op().call(x, seed_op().call(x, std::move(generator)), p, factor);
+}
+
+at::Tensor draw_gaussian(const at::Tensor &x, double sigma,
+                         std::optional<at::Generator> generator) {
+    return gaussian_op().call(x, seed_op().call(x, std::move(generator)), sigma);
+}
+
+at::Tensor draw_relu_dropout(const at::Tensor &x, double p, double factor,
+                             std::optional<at::Generator> generator) {
+    return relu_dropout_op().call(x, seed_op().call(x, std::move(generator)), p, factor);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(dropoutlab, m) {
@@ -354,7 +376,17 @@ TORCH_LIBRARY(dropoutlab, m) {
     m.def("relu_dropout(Tensor x, Tensor seed, float p, float factor) -> Tensor");
     m.def("relu_dropout_backward(Tensor grad, Tensor x, Tensor seed, float p, float factor) "
           "-> Tensor");
-    m.def("abi_version() -> int", []() -> int64_t { return 1; });
+    m.def("draw_dropout(Tensor x, float p, float factor, Generator? generator=None) -> Tensor");
+    m.def("draw_gaussian(Tensor x, float sigma, Generator? generator=None) -> Tensor");
+    m.def("draw_relu_dropout(Tensor x, float p, float factor, Generator? generator=None) "
+          "-> Tensor");
+    m.def("abi_version() -> int", []() -> int64_t { return 2; });
+}
+
+TORCH_LIBRARY_IMPL(dropoutlab, CompositeImplicitAutograd, m) {
+    m.impl("draw_dropout", draw_dropout);
+    m.impl("draw_gaussian", draw_gaussian);
+    m.impl("draw_relu_dropout", draw_relu_dropout);
 }
 
 TORCH_LIBRARY_IMPL(dropoutlab, CPU, m) {

@@ -70,6 +70,28 @@ def _vmap_loop(name: str) -> Any:
     return rule
 
 
+def _vmap_draw(name: str) -> Any:
+    """A vmap rule for ``draw_<name>`` (seed draw + op): the seed follows ``randomness`` as in
+    :func:`_vmap_seed`, then the op runs once per sample, as the two operators' rules would."""
+    op = getattr(torch.ops.dropoutlab, name).default
+    n_params = 1 if name == "gaussian" else 2  # sigma, or p and factor
+
+    def rule(info: Any, in_dims: Any, x: torch.Tensor, *rest: Any,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+        params = rest[:n_params]
+        if len(rest) > n_params:
+            generator = rest[n_params]
+        seed, seed_dim = _vmap_seed(info, in_dims[:1], x, generator)
+        x_dim = in_dims[0]
+        outs = []
+        for b in range(info.batch_size):
+            sample = x if x_dim is None else x.select(x_dim, b)
+            outs.append(op(sample, seed if seed_dim is None else seed[b], *params))
+        return torch.stack(outs), 0
+
+    return rule
+
+
 def register() -> None:
     """Register fake implementations and vmap rules (once, after ``ops.cpp`` is loaded)."""
     for name in _FORWARD:
@@ -78,6 +100,8 @@ def register() -> None:
     torch.library.register_fake("dropoutlab::relu_dropout_backward")(_fake_relu_backward)
     torch.library.register_vmap("dropoutlab::relu_dropout_backward")(
         _vmap_loop("relu_dropout_backward"))
+    for name in _FORWARD:
+        torch.library.register_vmap(f"dropoutlab::draw_{name}")(_vmap_draw(name))
     torch.library.register_fake("dropoutlab::seed")(_fake_seed)
     torch.library.register_vmap("dropoutlab::seed")(_vmap_seed)
     try:  # AOT autograd's CSE skips the ops in this list (private; a test checks the effect)
