@@ -20,7 +20,7 @@ def check_probability(value: object, name: str = "p", *, allow_one: bool = True)
     Raises:
         ValueError: if the value is not a real number, is NaN, or lies outside the range.
     """
-    if type(value) is float and 0.0 <= value and (value <= 1.0 if allow_one else value < 1.0):
+    if type(value) is float and value >= 0.0 and (value <= 1.0 if allow_one else value < 1.0):
         return value  # the common case, without the slower isinstance(value, Real)
     interval = "[0, 1]" if allow_one else "[0, 1)"
     if isinstance(value, bool) or not isinstance(value, Real):
