@@ -467,6 +467,15 @@ class TestBuild:
         assert second.path == first.path and second.path.stat().st_mtime_ns == mtime
         assert [p.name for p in first.path.parent.iterdir()] == [first.path.name]
 
+    def test_operator_library_is_cached(self) -> None:
+        """The operator library lives in the kernel cache under a name that depends on its
+        inputs; asking again returns the same file without rebuilding it."""
+        first = _build.build_ops(kernels.require())
+        mtime = first.stat().st_mtime_ns
+        assert first.parent == _build.cache_dir() and first.name.startswith("ops-")
+        again = _build.build_ops(kernels.require())
+        assert again == first and again.stat().st_mtime_ns == mtime
+
     def test_missing_compiler_falls_back_to_torch(
         self, fresh_build: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -16,9 +16,9 @@ builds, :class:`KernelBuildError` carries the compiler's messages.
 
 :func:`build_ops` builds the second library, ``ops.cpp`` linked with the same ``dropout.c``: the
 kernels registered as torch operators. It needs torch's C++ headers (shipped in every torch
-wheel) and a C++ compiler (``$DROPOUTLAB_CXX``, else ``$CXX``, else ``c++``); a build takes
-about ten seconds, once per (sources, flags, compiler, torch version, CPU), cached beside the C
-library.
+wheel) and a C++ compiler (``$DROPOUTLAB_CXX``, else ``$CXX``, else ``c++``). Torch's headers make
+this build much slower than the C one, so it too runs once per (sources, flags, compilers, torch
+version, CPU) and is cached beside the C library.
 """
 
 from __future__ import annotations
