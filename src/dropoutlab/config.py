@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dropoutlab.errors import ConfigError
+from dropoutlab.atomic_io import check_input_file, describe_os_error
+from dropoutlab.errors import ConfigError, PathError
 from dropoutlab.precision import resolve_precision
 
 __all__ = [
@@ -53,6 +55,7 @@ SCALES = ("train", "test")
 LR_SCHEDULES = ("constant", "exponential", "inverse_t")
 MOMENTUM_RAMPS = ("linear", "exponential")
 INITS = ("normal", "xavier", "kaiming")
+MAX_SEED = 2**63 - 1  # seeds are stored in SQLite's signed 64-bit INTEGER
 
 
 # Fields added after stores were first written, each with the default that keeps an old config's
@@ -192,9 +195,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _positive("epochs", self.epochs)
-        if self.seed < 0:
-            raise ConfigError(f"`seed` must be an integer >= 0, got seed={self.seed!r}")
-        if self.device != "cpu" and not self.device.startswith("cuda"):
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"`seed` must be an integer in [0, {MAX_SEED}] (stored as a 64-bit "
+                              f"integer), got seed={self.seed!r}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"`device` must be 'cpu' or 'cuda[:N]', got device={self.device!r}")
         _positive("early_stopping", self.early_stopping, allow_none=True)
         _positive("checkpoint_every", self.checkpoint_every)
@@ -332,12 +336,29 @@ def with_changes(config: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """Read a TOML config file (sections ``[data]``, ``[model]``, ``[optim]``), then overrides."""
+    """Read a TOML config file (sections ``[data]``, ``[model]``, ``[optim]``), then overrides.
+
+    Raises:
+        ConfigError: the file is missing, not a readable regular file (a folder, a FIFO), not
+            UTF-8, not TOML, or holds an invalid config; the message names the file.
+    """
     path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a TOML "
+                          f"config file")
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        raw = check_input_file(path, "the config file",
+                               hint="pass the path of a TOML config file").read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except PathError as err:
+        raise ConfigError(str(err)) from None
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read "
+                          f"({describe_os_error(err)}); pass a readable TOML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} must be UTF-8 text (TOML), got byte "
+                          f"0x{err.object[err.start]:02x} at offset {err.start}, which is not "
+                          f"UTF-8; save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
     return apply_overrides(RunConfig.from_dict(data), overrides)

@@ -19,11 +19,16 @@ Conventions (for every data set; :mod:`dropoutlab.data.sources` documents each s
 
 MNIST is cached as ``.npz`` under :func:`~dropoutlab.data.sources.default_cache_dir`
 (``$DROPOUTLAB_CACHE``) once its checksum has been verified; the cache file name holds the
-checksum, and a cache that fails to load is rebuilt from the verified source.
+checksum. The cached arrays are checksummed too (:data:`MNIST_ARRAYS_SHA256`, over names,
+dtypes, shapes and bytes), so a cache that fails to load, has the wrong shapes or has been
+edited (labels shifted, say) is rebuilt from the verified source, with a warning. Every data
+set's splits are checked before training (2-D inputs of the data set's width, one label per
+row, labels in 0..classes-1), and a ``data_dir`` that is not an existing folder is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -44,6 +49,21 @@ __all__ = ["Dataset", "default_cache_dir", "load", "read_splits", "stratified_su
 log = logging.getLogger(__name__)
 
 _FIELDS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+
+# SHA-256 of the six MNIST arrays as read from the verified mnist.pkl.gz (see _arrays_digest);
+# a test recomputes it from the source.
+MNIST_ARRAYS_SHA256 = "3e96546c7f9ecd9aaf57832de48f7cc83a26bb19c0cc5d97e0f902ef03efe21e"
+_verified_caches: set[tuple[str, int, int, int]] = set()  # (path, inode, size, mtime) checked
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over each split's name, dtype, shape and bytes, in :data:`_FIELDS` order."""
+    digest = hashlib.sha256()
+    for name in _FIELDS:
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -122,19 +142,25 @@ def _cache_path(cache_dir: Path) -> Path:
 
 
 def _read_mnist_cached(data_dir: str | None) -> RawSplits:
-    """MNIST from the ``.npz`` cache if present and sound, else from the verified source."""
+    """MNIST from the ``.npz`` cache if present and its arrays' checksum matches, else from
+    the verified source (rewriting the cache)."""
     if data_dir is None:
         cache = _cache_path(default_cache_dir())
         if cache.is_file():
+            problem = "is unreadable"
             try:
+                info = cache.stat()
+                stamp = (str(cache), info.st_ino, info.st_size, info.st_mtime_ns)
                 with np.load(cache, allow_pickle=False) as stored:
-                    arrays = [stored[name] for name in _FIELDS]
-                sizes = [len(a) for a in arrays]
-                if sizes == [50000, 50000, 10000, 10000, 10000, 10000]:
-                    return RawSplits.from_parts(arrays, (1, 28, 28), 10)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                    arrays = {name: stored[name] for name in _FIELDS}
+                if stamp in _verified_caches or _arrays_digest(arrays) == MNIST_ARRAYS_SHA256:
+                    _verified_caches.add(stamp)
+                    return RawSplits.from_parts([arrays[n] for n in _FIELDS], (1, 28, 28), 10)
+                problem = ("does not match the verified source (checksum of its arrays "
+                           "differs: edited, or written by another version)")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 pass
-            log.warning("MNIST cache %s is unreadable; rebuilding it", cache)
+            log.warning("MNIST cache %s %s; rebuilding it from the source", cache, problem)
     raw = sources.read_mnist(data_dir)
     if data_dir is None:
         _write_cache(_cache_path(default_cache_dir()), raw)
@@ -153,8 +179,40 @@ def _write_cache(path: Path, raw: RawSplits) -> None:
         log.warning("could not write the MNIST cache %s: %s", path, err)
 
 
+def check_splits(raw: RawSplits, name: str) -> None:
+    """Refuse splits training would crash on or silently mislearn from.
+
+    Raises:
+        DataError: an input split is not 2-D with the data set's width, a label split does not
+            have one label per row, or a label lies outside ``0..num_classes-1``.
+    """
+    width = int(np.prod(raw.input_shape))
+    for split in ("train", "val", "test"):
+        x, y = getattr(raw, f"{split}_x"), getattr(raw, f"{split}_y")
+        if x.ndim != 2 or x.shape[1] != width:
+            raise DataError(f"{name} {split} inputs must have shape (N, {width}), got "
+                            f"{x.shape}; the data files are damaged: restore or rebuild them")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{name} {split} labels must have shape ({len(x)},), one per row, "
+                            f"got {y.shape}; the data files are damaged: restore or rebuild them")
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= raw.num_classes):
+            raise DataError(f"{name} {split} labels must lie in 0..{raw.num_classes - 1}, got "
+                            f"{int(y.min())}..{int(y.max())}; the data files are damaged: "
+                            f"restore or rebuild them")
+
+
 def read_splits(data: DataConfig) -> RawSplits:
-    """The fixed splits of ``data.dataset`` as numpy arrays (cached for MNIST)."""
+    """The fixed splits of ``data.dataset`` as numpy arrays (cached for MNIST).
+
+    Raises:
+        DataError: ``data.data_dir`` is given but is not an existing folder, or a data file is
+            missing, truncated or tampered with.
+    """
+    if data.data_dir is not None and not Path(data.data_dir).is_dir():
+        found = "is a file" if Path(data.data_dir).exists() else "does not exist"
+        raise DataError(f"`data.data_dir` must be an existing folder, got "
+                        f"{data.data_dir!r}, which {found}; pass the folder that holds the "
+                        f"data files, or leave it out")
     if data.dataset == "mnist":
         return _read_mnist_cached(data.data_dir)
     return sources.read_raw(data.dataset, data.data_dir)
@@ -176,6 +234,7 @@ def load(data: DataConfig, *, seed: int, device: str | torch.device = "cpu") -> 
         ValueError: ``train_size`` exceeds the training split.
     """
     raw = read_splits(data)
+    check_splits(raw, data.dataset)
     arrays = {name: torch.from_numpy(np.ascontiguousarray(getattr(raw, name)))
               for name in _FIELDS}
     if data.merge_validation:

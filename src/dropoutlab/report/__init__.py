@@ -103,8 +103,11 @@ def write_report(analyses: Sequence[Analysis], out_dir: str | Path, meta: Report
     written: list[ExperimentFiles] = []
     for analysis in analyses:
         _check_name("experiment", analysis.experiment, experiment_names)
-        folder = make_output_dir(out / analysis.experiment, "the experiment's folder",
-                                 allow_symlink=False)
+        try:
+            folder = make_output_dir(out / analysis.experiment, "the experiment's folder",
+                                     allow_symlink=False)
+        except PathError as err:
+            raise ReportError(str(err)) from None
         files = ExperimentFiles(analysis)
         stems: set[str] = set()
         for figure in analysis.figures:

@@ -92,6 +92,9 @@ def check_identity(db: sqlite3.Connection, path: Path, *, readonly: bool) -> Non
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         check = db.execute("PRAGMA quick_check").fetchone()[0] if tables else "ok"
+    except sqlite3.OperationalError as err:  # not corruption: cannot open, lock, read-only
+        raise StoreError(f"cannot read store {where!r} ({err}); check that the file and its "
+                         f"folder are readable (and writable, to run a sweep)") from None
     except (sqlite3.DatabaseError, UnicodeDecodeError) as err:  # garbage text in the schema
         raise StoreError(f"store {where!r} is corrupt or not a database ({err}); "
                          f"refusing to touch it") from None

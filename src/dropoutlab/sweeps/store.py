@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dropoutlab.errors import StoreError
+from dropoutlab.atomic_io import check_input_file
+from dropoutlab.errors import PathError, StoreError
 from dropoutlab.run_status import RUN_STATUSES
 from dropoutlab.sweeps.job import Job
 from dropoutlab.sweeps.schema import (
@@ -168,6 +169,16 @@ class Store:
         if self.path.is_dir():
             raise StoreError(f"store {where!r} is a directory; expected an SQLite file path")
         existed = self.path.exists()
+        if existed:  # a FIFO would block the first read forever; a device is no store either
+            try:
+                check_input_file(self.path, "the store",
+                                 hint="pass the path of an SQLite results store (--store)")
+            except PathError as err:
+                raise StoreError(str(err)) from None
+        if existed and not self.readonly and _read_only(self.path):
+            raise StoreError(f"store {where!r} is read-only (read-only media, or no write "
+                             f"permission on it or its folder); `dropoutlab runs`, `export` and "
+                             f"`report` can read it; to run, pass --store on writable media")
         if not existed and self.readonly:
             raise StoreError(f"store {where!r} does not exist (run a sweep first, or pass "
                              f"--store PATH)")
@@ -180,8 +191,7 @@ class Store:
                 raise StoreError(f"cannot create store {where!r}: {err.strerror or err}") from None
         try:
             if self.readonly:
-                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                     timeout=30, isolation_level=None, check_same_thread=False)
+                db = self._connect_readonly()
             else:
                 db = sqlite3.connect(where, timeout=30, isolation_level=None,
                                      check_same_thread=False)
@@ -199,9 +209,30 @@ class Store:
             if not existed and self.path.exists() and self.path.stat().st_size == 0:
                 self.path.unlink()  # leave no empty file behind from a failed creation
             if isinstance(err, sqlite3.Error):
+                if _is_read_only_error(err):
+                    raise StoreError(f"store {where!r} is read-only ({err}); `dropoutlab runs`, "
+                                     f"`export` and `report` can read it; to run, pass --store "
+                                     f"on writable media") from None
                 raise StoreError(f"cannot use store {where!r}: {err}") from None
             raise
         return db
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """``mode=ro``; on read-only media (no -shm/-wal can be made) SQLite's ``immutable``."""
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            log.warning("store %s is on read-only media with an unmerged write-ahead log; "
+                        "the runs written last may be missing", self.path)
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30,
+                               isolation_level=None, check_same_thread=False)
 
     # --------------------------------------------------------------------- context manager
     def close(self) -> None:
@@ -224,7 +255,10 @@ class Store:
                 with transaction(self._db):
                     yield self._db
             except sqlite3.Error as err:
-                raise StoreError(f"cannot write store {str(self.path)!r}: {err}") from None
+                kind = "is read-only" if _is_read_only_error(err) else "cannot be written"
+                raise StoreError(f"store {str(self.path)!r} {kind}: {err}; nothing was "
+                                 f"changed; free space or pass --store on writable media"
+                                 ) from None
 
     # ------------------------------------------------------------------------------ writes
     def register(self, jobs: Iterable[Job]) -> dict[str, str]:
@@ -361,7 +395,7 @@ class Store:
             for exp, key, name in self._read("SELECT experiment, config_hash, name "
                                              "FROM memberships", ()):
                 links.setdefault(key, {})[exp] = name
-        records = [_record(row, links.get(row["config_hash"], {})) for row in rows]
+        records = [_record(row, links.get(row["config_hash"], {}), self.path) for row in rows]
         if experiment is not None:  # read through X, a record's experiment and name are X's
             records = [dataclasses.replace(r, focus=experiment) for r in records]
         return records
@@ -391,15 +425,42 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, allow_nan=False)
 
 
-def _record(row: Mapping[str, Any], names: dict[str, str]) -> RunRecord:
+def _read_only(path: Path) -> bool:
+    """Whether an existing store cannot be written (its file, or its folder for the journal)."""
+    return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK))
+
+
+def _is_read_only_error(err: sqlite3.Error) -> bool:
+    text = str(err).lower()
+    return "readonly" in text or "read-only" in text
+
+
+_JSON_COLUMNS = {"config": dict, "metrics": dict, "history": list, "extras": dict,
+                 "versions": dict, "hardware": dict}
+
+
+def _record(row: Mapping[str, Any], names: dict[str, str], path: Path) -> RunRecord:
+    parsed: dict[str, Any] = {}
+    for column, kind in _JSON_COLUMNS.items():
+        try:
+            parsed[column] = json.loads(row[column])
+            ok = isinstance(parsed[column], kind)
+        except (json.JSONDecodeError, TypeError):
+            ok = False
+        if not ok:
+            raise StoreError(
+                f"store {str(path)!r}, run {row['config_hash']}: column `{column}` must hold a "
+                f"JSON {'object' if kind is dict else 'list'}, got {str(row[column])[:40]!r}; "
+                f"the row is damaged: restore the store from a copy, or delete that run's row "
+                f"(sqlite3) and run the sweep again")
     return RunRecord(
         config_hash=row["config_hash"], task=row["task"], seed=row["seed"],
         status=row["status"], attempts=row["attempts"], resumed=row["resumed"],
-        config=json.loads(row["config"]),
-        metrics=json.loads(row["metrics"]), history=json.loads(row["history"]),
-        extras=json.loads(row["extras"]), error=row["error"], seconds=row["seconds"],
-        versions=json.loads(row["versions"]), git_commit=row["git_commit"],
-        hardware=json.loads(row["hardware"]), worker=row["worker"],
+        config=parsed["config"],
+        metrics=parsed["metrics"], history=parsed["history"],
+        extras=parsed["extras"], error=row["error"], seconds=row["seconds"],
+        versions=parsed["versions"], git_commit=row["git_commit"],
+        hardware=parsed["hardware"], worker=row["worker"],
         heartbeat=row["heartbeat"], created=row["created"], updated=row["updated"],
         names=names,
     )
