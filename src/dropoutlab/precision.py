@@ -10,9 +10,21 @@ software is slower than fp32.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["CPU_BF16_FLAGS", "PRECISIONS", "bf16_support", "cpu_flags", "resolve_precision"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "CPU_BF16_FLAGS",
+    "PRECISIONS",
+    "autocast",
+    "bf16_support",
+    "cpu_flags",
+    "resolve_precision",
+]
 
 PRECISIONS = ("fp32", "bf16", "auto")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 dot products (x86)
@@ -66,3 +78,18 @@ def resolve_precision(precision: str, device: str = "cpu", *,
     if precision != "auto":
         return precision
     return "bf16" if bf16_support(device, cpuinfo=cpuinfo)[0] else "fp32"
+
+
+def autocast(precision: str,
+             device: str | torch.device) -> contextlib.AbstractContextManager[object]:
+    """The context a forward pass runs in: torch's bf16 autocast for ``"bf16"`` (the products
+    and activations in bf16, the float32 parameters untouched), nothing for ``"fp32"``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"`precision` must be 'fp32' or 'bf16' (auto is resolved in the "
+                         f"config), got precision={precision!r}")
+    import torch
+
+    device_type = torch.device(device).type
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)

@@ -48,6 +48,7 @@ from dropoutlab import recipe
 from dropoutlab.checkpoint import CheckpointError, StopRequest, load_checkpoint, save_checkpoint
 from dropoutlab.config import RunConfig, config_hash
 from dropoutlab.models import build_model, set_dropout_generator
+from dropoutlab.precision import autocast
 from dropoutlab.provenance import check_device
 from dropoutlab.results import RunResult, diagnose, generalization_gap
 
@@ -113,7 +114,11 @@ def _is_autoencoder(config: RunConfig) -> bool:
 
 def _loss_and_wrong(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                     reconstruct: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss of a batch and its error count (summed squared error per pixel for the AE)."""
+    """Mean loss of a batch and its error count (summed squared error per pixel for the AE).
+
+    Both are computed in float32 whatever the precision of ``out`` (bf16 under autocast).
+    """
+    out = out.float()
     if reconstruct:
         sq = (out - x).pow(2)
         return sq.mean(), sq.detach().mean(dim=1).sum()
@@ -122,8 +127,12 @@ def _loss_and_wrong(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-             reconstruct: bool = False, batch_size: int = _EVAL_BATCH) -> tuple[float, float]:
+             reconstruct: bool = False, batch_size: int = _EVAL_BATCH,
+             precision: str = "fp32") -> tuple[float, float]:
     """Loss and error of the weight-scaled network (evaluation mode) on ``(x, y)``.
+
+    ``precision`` is the forward pass's (:func:`dropoutlab.precision.autocast`); the loss and
+    error are summed in float64 either way.
 
     Returns:
         ``(mean loss, error)``: error in percent for classifiers, mean squared error per pixel
@@ -137,7 +146,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     wrong = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        out = model(xb)
+        with autocast(precision, x.device):
+            out = model(xb)
         loss, bad = _loss_and_wrong(out, xb, yb, reconstruct)
         loss_sum += loss.double() * len(xb)
         wrong += bad.double()
@@ -439,10 +449,12 @@ class TrainingLoop:
             # (B, D), (B,); index_select is the same gather as x_all[index], and cheaper
             # on CPU for small batches
             xb, yb = x_all.index_select(0, index), y_all.index_select(0, index)
-            if optim.kl_sparsity > 0:
-                out, hidden = model.forward_with_hidden(xb)  # type: ignore[operator]
-            else:
-                out, hidden = model(xb), []
+            with autocast(self.config.precision, x_all.device):
+                if optim.kl_sparsity > 0:
+                    out, hidden = model.forward_with_hidden(xb)  # type: ignore[operator]
+                    hidden = [h.float() for h in hidden]
+                else:
+                    out, hidden = model(xb), []
             loss, wrong = _loss_and_wrong(out, xb, yb, self.reconstruct)
             extra = recipe.penalty(model, optim, self.epoch, hidden)
             total = loss if extra is None else loss + extra
@@ -472,11 +484,13 @@ class TrainingLoop:
         config, ds = self.config, self.dataset
         self.epoch += 1
         val_loss, val_error = evaluate(self.model, ds.val_x, ds.val_y,
-                                       reconstruct=self.reconstruct)
+                                       reconstruct=self.reconstruct,
+                                       precision=config.precision)
         test_loss = test_error = math.nan
         if self.epoch % config.eval_test_every == 0 or self.epoch == config.epochs:
             test_loss, test_error = evaluate(self.model, ds.test_x, ds.test_y,
-                                             reconstruct=self.reconstruct)
+                                             reconstruct=self.reconstruct,
+                                             precision=config.precision)
         scale = 1.0 if self.reconstruct else 100.0
         norm_max, norm_mean = _weight_norms(self.model)
         last_step = max(self.step - 1, 0)
@@ -535,7 +549,8 @@ class TrainingLoop:
             errors["test"] = _as_float(last.get("test_error"))
             errors["val"] = _as_float(last.get("val_error"))
             errors["train"] = evaluate(self.model, self.dataset.train_x, self.dataset.train_y,
-                                       reconstruct=self.reconstruct)[1]
+                                       reconstruct=self.reconstruct,
+                                       precision=self.config.precision)[1]
         gap = generalization_gap(errors["val"], errors["test"], errors["train"])
         return RunResult(
             config=self.config, status=self.status, test_error=errors["test"],
