@@ -258,6 +258,13 @@ class TestPathArguments:
         leftovers = [p for p in out.rglob("*") if p.is_file()]
         assert leftovers == []
 
+    def test_checkpoint_on_a_full_disk(self, full_disk: Path) -> None:
+        """A checkpoint that does not fit is a CheckpointError; the old one is kept."""
+        path = full_disk / "out" / "ckpt.pt"
+        with pytest.raises(CheckpointError, match="the disk is full"):
+            save_checkpoint(path, {"weights": torch.zeros(1_000_000)})
+        assert list(path.parent.iterdir()) == []
+
 
 # --------------------------------------------------------------------------------- integers
 class TestIntegerOptions:

@@ -8,16 +8,15 @@ one, so a crash or Ctrl-C mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dropoutlab.errors import DataError
+from dropoutlab.atomic_io import atomic_write, describe_os_error
+from dropoutlab.errors import DataError, PathError
 
 __all__ = ["CheckpointError", "StopRequest", "load_checkpoint", "save_checkpoint"]
 
@@ -29,19 +28,22 @@ class CheckpointError(DataError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically write ``state`` (plus a format version) to ``path``."""
+    """Atomically write ``state`` (plus a format version) to ``path``.
+
+    Raises:
+        CheckpointError: it cannot be written (full disk, read-only media); the previous
+            checkpoint is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT_VERSION, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda handle: torch.save({"format": FORMAT_VERSION, **state}, handle),
+                     what="checkpoint")
+    except (PathError, OSError) as err:  # the previous checkpoint is intact
+        reason = describe_os_error(err) if isinstance(err, OSError) else str(err)
+        raise CheckpointError(f"cannot write checkpoint {str(path)!r}: {reason}; the previous "
+                              f"checkpoint is unchanged; free space or pass a writable "
+                              f"checkpoint folder") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

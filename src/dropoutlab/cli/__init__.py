@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from dropoutlab.allocator import keep_freed_memory
+from dropoutlab.atomic_io import describe_os_error
 from dropoutlab.errors import DropoutlabError
 
 # One module per subcommand, in the order `dropoutlab --help` lists them.
@@ -70,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (DropoutlabError, ValueError, TypeError, FileNotFoundError, PermissionError) as err:
         print(f"dropoutlab {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:  # a full disk or read-only media the command's own checks missed
+        where = f" {err.filename!r}" if err.filename else ""
+        print(f"dropoutlab {args.command}: error: cannot use{where}: {describe_os_error(err)}; "
+              "free space or pass paths on writable media", file=sys.stderr)
         return EXIT_USAGE
     return int(status or 0)
 
