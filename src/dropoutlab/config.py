@@ -47,7 +47,8 @@ __all__ = [
     "with_changes",
 ]
 
-DATASETS = ("mnist", "fashion-mnist", "digits", "cifar10", "cifar100", "svhn")
+# "file" is a user's own .npz/.csv/.parquet (data.path; dropoutlab.data.user).
+DATASETS = ("mnist", "fashion-mnist", "digits", "cifar10", "cifar100", "svhn", "file")
 MODEL_KINDS = ("mlp", "convnet", "autoencoder")
 ACTIVATIONS = ("relu", "logistic")
 DROPOUT_KINDS = ("bernoulli", "gaussian", "none")
@@ -63,6 +64,9 @@ MAX_SEED = 2**63 - 1  # seeds are stored in SQLite's signed 64-bit INTEGER
 # before the field existed is still found (design.md: new fields default so old hashes hold).
 # Add every new field here, as "section.name" (or "name" for a top-level field).
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "data.path": None,
+    "data.sha256": None,
+    "data.target": None,
     "precision": "fp32",
 }
 
@@ -95,9 +99,17 @@ class DataConfig:
     train_size: int | None = None  # seeded stratified subset of the training split (Figure 10)
     merge_validation: bool = False  # the paper's protocol: after tuning, train on train+validation
     standardize: bool = False  # pixels stay in [0, 1] as in the paper's MNIST nets
+    path: str | None = None  # dataset "file": the user's .npz/.csv/.parquet (absolute path)
+    sha256: str | None = None  # the file's checksum: the content, not the path, keys the run
+    target: str | None = None  # the label column of a .csv/.parquet table
 
     def __post_init__(self) -> None:
         _one_of("data.dataset", self.dataset, DATASETS)
+        if (self.dataset == "file") != (self.path is not None):
+            raise ConfigError(
+                "`data.path` must be set exactly when data.dataset='file', got "
+                f"dataset={self.dataset!r}, path={self.path!r}"
+            )
         if self.train_size is not None and self.train_size < 1:
             raise ConfigError(
                 f"`data.train_size` must be an integer >= 1 or None, got {self.train_size!r}"
@@ -393,7 +405,9 @@ def config_hash(
 
     The hash is of canonical JSON (sorted keys, no whitespace), so it does not depend on field order
     or Python version. Fields of :data:`HASH_NEUTRAL_DEFAULTS` at their neutral value are left out,
-    so adding a field never changes the key of a config stored before it existed. ``extra`` lets a
+    so adding a field never changes the key of a config stored before it existed. A user's data
+    file is keyed by ``data.sha256`` without ``data.path``: the same data moved or copied gives
+    the same key, changed data another. ``extra`` lets a
     sweep key on what it runs besides the config (e.g. the task name).
     """
     data = config.to_dict() if isinstance(config, RunConfig) else dict(config)
@@ -412,4 +426,7 @@ def _without_neutral_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
         table = out.get(section) if section else out
         if isinstance(table, dict) and name in table and table[name] == neutral:
             del table[name]
+    data_table = out.get("data")
+    if isinstance(data_table, dict) and data_table.get("sha256") is not None:
+        data_table.pop("path", None)  # a user's file is keyed by its content, not its place
     return out

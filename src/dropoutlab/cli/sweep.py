@@ -17,6 +17,7 @@ import tomllib
 from typing import Any
 
 from dropoutlab.cli.arguments import MAX_COUNT, MAX_SEED, input_file, int_range, non_empty
+from dropoutlab.cli.data_options import add_data_arguments, data_changes
 from dropoutlab.cli.sweep_options import add_sweep_arguments
 from dropoutlab.sweeps.job import DEFAULT_TASK
 
@@ -41,6 +42,7 @@ def register(subparsers: Any) -> None:
                         help="experiment name the runs are stored under (default: sweep)")
     parser.add_argument("--task", type=non_empty, default=DEFAULT_TASK, metavar="MODULE:FN",
                         help=f"what trains one config (default: {DEFAULT_TASK})")
+    add_data_arguments(parser)
     add_sweep_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -76,6 +78,9 @@ def build_jobs(args: argparse.Namespace) -> list[Any]:
 
     base = (load_config(args.config, args.overrides) if args.config
             else apply_overrides(RunConfig(), args.overrides))
+    changes = data_changes(args)
+    if changes:  # --data/--standardize, checked once here before any worker reads the file
+        base = with_changes(base, changes)
     grid = parse_grid(args.grid)
     jobs = []
     for values in itertools.product(*grid.values()):

@@ -1,9 +1,11 @@
 """``dropoutlab train``: train one network the paper's way and write what it measured.
 
 Config precedence: ``--preset`` (or the defaults), then ``--config FILE``, then the flags, then
-``--set key=value`` (typed; an unknown key lists the valid ones). ``--out DIR`` receives
-``config.toml`` (resolved), ``result.json``, ``history.csv``, ``learning_curves.png`` (overfitting
-onset marked) and ``checkpoint.pt``; ``--resume`` continues from that checkpoint.
+``--set key=value`` (typed; an unknown key lists the valid ones); ``--data PATH`` trains on a
+user's .npz/.csv/.parquet file. ``--out DIR`` (default: one folder per config under
+``dropoutlab-runs/train/``) receives ``config.toml`` (resolved), ``result.json``,
+``history.csv``, ``learning_curves.png`` (overfitting onset marked) and ``checkpoint.pt``;
+``--resume`` continues from that checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dropoutlab.cli.arguments import (
     non_empty,
     output_dir,
 )
+from dropoutlab.cli.data_options import add_data_arguments, data_changes, input_output
 from dropoutlab.errors import ConfigError
 
 # Input size and classes of each data set, to check an architecture like 784-1024-1024-10.
@@ -102,7 +105,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", type=device, help="cpu or cuda[:N]")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.l2=1e-4 (repeatable)")
-    p.add_argument("--out", type=output_dir, required=True, help="output folder")
+    add_data_arguments(p)
+    p.add_argument("--out", type=output_dir, default=None,
+                   help="output folder (default: a run folder under the results directory, "
+                   "dropoutlab-runs/train/<data>-<config hash>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--threads", type=int_range(1, MAX_THREADS),
                    help="torch CPU threads (default: torch's choice)")
@@ -126,6 +132,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
         value = getattr(args, dest, None)
         if value is not None or (dest == "max_norm" and hasattr(args, "max_norm")):
             changes[key] = value
+    changes.update(data_changes(args))
     config = cfg.with_changes(base, changes)
     if args.arch is not None:
         config = cfg.with_changes(config, {"model.hidden": _hidden_from_arch(args.arch, config)})
@@ -141,7 +148,8 @@ def _hidden_from_arch(arch: str, config: Any) -> tuple[int, ...]:
     if len(sizes) < 3 or min(sizes) < 1:
         raise ConfigError(f"`--arch` must look like 784-1024-1024-10 (input-hidden...-output), "
                           f"got {arch!r}")
-    n_in, n_classes = _DIMS[config.data.dataset]
+    n_in, n_classes = (input_output(config) if config.data.dataset == "file"
+                       else _DIMS[config.data.dataset])
     n_out = n_in if config.model.kind == "autoencoder" else n_classes
     if (sizes[0], sizes[-1]) != (n_in, n_out):
         raise ConfigError(f"`--arch` {arch!r} must start with {n_in} and end with {n_out} for "
@@ -192,6 +200,16 @@ def _table(result: Any) -> str:
     return "\n".join(f"{name:<{width}}  {fmt(value)}" for name, value in rows)
 
 
+def default_out(config: Any) -> Path:
+    """``<results directory>/train/<data name>-<config hash>``: one folder per config, so the
+    same command finds its checkpoint again with ``--resume``."""
+    from dropoutlab.config import config_hash
+    from dropoutlab.sweeps.store import DEFAULT_STORE
+
+    name = Path(config.data.path).stem if config.data.path else config.data.dataset
+    return Path(DEFAULT_STORE).parent / "train" / f"{name}-{config_hash(config)}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, write the outputs and print the final numbers."""
     from dropoutlab.config import config_to_toml
@@ -204,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     from dropoutlab.train import train
 
-    out: Path = args.out
+    out: Path = args.out if args.out is not None else default_out(config)
 
     def start() -> None:  # once the data loaded and any checkpoint was accepted
         make_output_dir(out, "`--out`")

@@ -8,7 +8,8 @@ Conventions (for every data set; :mod:`dropoutlab.data.sources` documents each s
 * ``*_x`` are float32 and **flattened to (N, D)**; ``input_shape`` holds the image shape
   (C, H, W) and the conv net reshapes its input to it, the MLP and autoencoder use it as is.
   Pixels are in [0, 1] as in the paper's MNIST nets; ``standardize=True`` instead subtracts the
-  training split's per-feature mean and divides by its overall standard deviation.
+  training split's per-feature mean and divides by its overall standard deviation (for a
+  user's file, dataset ``"file"``, by each feature's own standard deviation).
 * ``*_y`` are int64 class indices.
 * ``train_size``: a stratified subset of that many training examples drawn with
   :func:`stratified_subset` and the **run seed** (Figure 10's data-set-size experiment), so
@@ -215,6 +216,11 @@ def read_splits(data: DataConfig) -> RawSplits:
                         f"data files, or leave it out")
     if data.dataset == "mnist":
         return _read_mnist_cached(data.data_dir)
+    if data.dataset == "file":  # a user's .npz/.csv/.parquet, checksum checked (data/user.py)
+        from dropoutlab.data import user
+
+        assert data.path is not None  # DataConfig requires it for "file"
+        return user.read_file(data.path, target=data.target, sha256=data.sha256)
     return sources.read_raw(data.dataset, data.data_dir)
 
 
@@ -254,7 +260,9 @@ def load(data: DataConfig, *, seed: int, device: str | torch.device = "cpu") -> 
         )
     if data.standardize:
         mean = arrays["train_x"].mean(dim=0, keepdim=True)
-        std = arrays["train_x"].std().clamp_min(1e-6)
+        # A user's table mixes units, so each of its features gets its own scale.
+        std = (arrays["train_x"].std(dim=0, keepdim=True) if data.dataset == "file"
+               else arrays["train_x"].std()).clamp_min(1e-6)
         for split in ("train_x", "val_x", "test_x"):
             arrays[split] = (arrays[split] - mean) / std
     tensors = {name: t.to(device) for name, t in arrays.items()}
