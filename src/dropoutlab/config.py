@@ -67,6 +67,7 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "data.path": None,
     "data.sha256": None,
     "data.target": None,
+    "model.builder": None,
     "precision": "fp32",
 }
 
@@ -132,6 +133,8 @@ class ModelConfig:
     conv_drop: tuple[float, ...] = (0.1, 0.25, 0.25, 0.5, 0.5, 0.5)  # input → top, §6.1.2
     init: str = "normal"  # N(0, init_std²) weights as in deepnet; "xavier"/"kaiming" also offered
     init_std: float = 0.01  # deepnet's MNIST nets use small Gaussian weights
+    # "module:function" of a user's builder fn(p, p_input) -> nn.Module; None: build `kind`
+    builder: str | None = None
 
     def __post_init__(self) -> None:
         _one_of("model.kind", self.kind, MODEL_KINDS)
@@ -146,6 +149,9 @@ class ModelConfig:
         if not self.hidden or any(int(w) < 1 for w in self.hidden):
             raise ConfigError(f"`model.hidden` must be widths >= 1, got {self.hidden!r}")
         _positive("model.init_std", self.init_std)
+        if self.builder is not None and self.builder.count(":") != 1:
+            raise ConfigError(f"`model.builder` must look like 'module:function', got "
+                              f"builder={self.builder!r}")
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ current mode, so call ``model.eval()`` first to analyse the deterministic networ
 
 from __future__ import annotations
 
+import importlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -36,7 +37,9 @@ __all__ = [
     "Autoencoder",
     "ConvNet",
     "build_model",
+    "build_user_model",
     "dropout_layers",
+    "import_builder",
     "init_weights_",
     "set_dropout_generator",
 ]
@@ -262,6 +265,54 @@ def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -
         layer.generator = generator  # type: ignore[assignment]
 
 
+def import_builder(builder: str) -> Callable[[float, float], nn.Module]:
+    """The user's model builder named ``"module:function"`` (``model.builder``).
+
+    Raises:
+        ValueError: the module cannot be imported or has no such callable.
+    """
+    module_name, _, name = builder.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"`model.builder` {builder!r}: cannot import module {module_name!r} "
+                         f"({err}); it must be importable in every worker process") from None
+    fn = module
+    for part in name.split("."):
+        fn = getattr(fn, part, None)  # type: ignore[assignment]
+    if not callable(fn):
+        raise ValueError(f"`model.builder` {builder!r}: module {module_name!r} has no "
+                         f"function {name!r}")
+    return fn
+
+
+def build_user_model(model: ModelConfig, *,
+                     generator: torch.Generator | None = None) -> nn.Module:
+    """``builder(p, p_input)`` with ``p = model.drop_hidden``, ``p_input = model.drop_input``.
+
+    The builder initialises its own weights with torch's global generator; it is called
+    inside ``torch.random.fork_rng`` seeded from ``generator``, so the same run seed gives
+    the same initial weights and the caller's global RNG state is left as it was.
+
+    Raises:
+        ValueError: no builder configured, or it cannot be imported.
+        TypeError: the builder did not return an ``nn.Module``.
+    """
+    if model.builder is None:
+        raise ValueError("`model.builder` is not set")
+    fn = import_builder(model.builder)
+    seed = (int(torch.randint(2**62, (1,), generator=generator).item())
+            if generator is not None else None)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = fn(model.drop_hidden, model.drop_input)
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"`model.builder` {model.builder!r} must return a torch.nn.Module, "
+                        f"got {type(net).__name__}")
+    return net
+
+
 def build_model(model: ModelConfig, input_shape: Sequence[int], num_classes: int,
                 *, generator: torch.Generator | None = None) -> nn.Module:
     """Build the network ``model`` describes for inputs of ``input_shape``.
@@ -275,6 +326,8 @@ def build_model(model: ModelConfig, input_shape: Sequence[int], num_classes: int
     Returns:
         An initialised :class:`MLP`, :class:`ConvNet` or :class:`Autoencoder` on the CPU.
     """
+    if model.builder is not None:
+        return build_user_model(model, generator=generator)
     in_features = 1
     for size in input_shape:
         in_features *= int(size)

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "dropoutlab.cli.reproduce",
     "dropoutlab.cli.report",
     "dropoutlab.cli.sweep",
+    "dropoutlab.cli.tune",
     "dropoutlab.cli.runs",
     "dropoutlab.cli.export",
     "dropoutlab.cli.bench",
