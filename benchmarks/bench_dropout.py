@@ -64,10 +64,10 @@ def _large_copy() -> Callable[[], object]:
     return lambda: dst.copy_(src)
 
 
-def _fwd_bwd(op: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int]
-             ) -> Callable[[], None]:
-    x = torch.randn(shape, requires_grad=True)
-    grad = torch.randn(shape)
+def _fwd_bwd(op: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int],
+             dtype: torch.dtype = torch.float32) -> Callable[[], None]:
+    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    grad = torch.randn(shape, dtype=dtype)
 
     def step() -> None:
         x.grad = None
@@ -98,8 +98,10 @@ def saved_bits_per_element(op: Callable[[torch.Tensor], torch.Tensor]) -> float:
 
 
 def op_rows() -> tuple[list[Row], dict[str, float], list[float]]:
-    """Rows for dropout and Gaussian dropout forward+backward at every shape; also the timing
-    spreads by name and, per row, the copy rate (elements/s) its bound came from.
+    """Rows for dropout (float32 and bfloat16) and Gaussian dropout forward+backward at every
+    shape; also the timing spreads by name and, per row, the copy rate (float32 elements/s) its
+    bound came from. A row's bound is the copy's bytes/s over the bytes forward and backward
+    move per element: one read and one write each, of the row's dtype.
 
     Each row's bound comes from the large copy timed right before and right after that row (one
     copy timing sits between two rows and serves both):
@@ -116,19 +118,21 @@ def op_rows() -> tuple[list[Row], dict[str, float], list[float]]:
     spreads: dict[str, float] = {}
     copy_rates: list[float] = []
     cases = (
-        ("dropout", Dropout(P_DROP), nn.Dropout(P_DROP), "≥ 20×", 20.0),
-        ("Gaussian dropout", GaussianDropout(P_DROP), _plain_gaussian(sigma), "–", None),
+        ("dropout", Dropout(P_DROP), nn.Dropout(P_DROP), "≥ 20×", 20.0, torch.float32),
+        ("dropout bf16", Dropout(P_DROP), nn.Dropout(P_DROP), "≥ 20×", 20.0, torch.bfloat16),
+        ("Gaussian dropout", GaussianDropout(P_DROP), _plain_gaussian(sigma), "–", None,
+         torch.float32),
     )
     def copy_seconds() -> float:
         return time_side_by_side({"copy": copy}, samples=3)["copy"].seconds
 
     before = copy_seconds()
-    for name, ours, plain, target, need in cases:
+    for name, ours, plain, target, need, dtype in cases:
         for shape in SHAPES:
             n = shape[0] * shape[1]
             big = n >= 1 << 24
             t = time_side_by_side(
-                {"ours": _fwd_bwd(ours, shape), "torch": _fwd_bwd(plain, shape)},
+                {"ours": _fwd_bwd(ours, shape, dtype), "torch": _fwd_bwd(plain, shape, dtype)},
                 samples=5 if big else 9, warmup=3,
             )
             after = copy_seconds()
@@ -136,7 +140,8 @@ def op_rows() -> tuple[list[Row], dict[str, float], list[float]]:
                 spreads[f"{side}, {name} {shape[0]}×{shape[1]}"] = t[side].spread
             copy_rates.append(2 * COPY_ELEMENTS / (before + after))
             before = after
-            bound = copy_rates[-1] / 2
+            # copy bytes/s = 8 × float32 elements/s; forward + backward move 4 × itemsize bytes
+            bound = 2 * copy_rates[-1] / torch.empty((), dtype=dtype).element_size()
             rate_o, rate_t = n / t["ours"].seconds, n / t["torch"].seconds
             speedup = t["torch"].seconds / t["ours"].seconds
             row_target, met = target, (None if need is None else speedup >= need)
@@ -275,9 +280,17 @@ def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], No
     step_rows, step_spreads, step_notes = training.step_rows()
     rows += step_rows
     spreads |= step_spreads
+    say("Table 9 training step in bfloat16 mixed precision")
+    bf16_rows, bf16_spreads, bf16_notes = training.bf16_step_rows()
+    rows += bf16_rows
+    spreads |= bf16_spreads
+    step_notes += bf16_notes
     if mnist:
         say("quick MNIST epoch (dropoutlab.train vs the plain PyTorch script)")
         rows.append(training.mnist_row(peer, cpu_time=cpu_time))
+        if not cpu_time:
+            say("quick MNIST epoch of dropoutlab.train in bf16 vs fp32")
+            rows.append(training.mnist_precision_row())
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     others, busy = _others_note(use_start, cpu_use(), time.perf_counter() - wall_start)
     noisiest = max(spreads, key=spreads.__getitem__)
@@ -286,8 +299,9 @@ def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], No
         f"right before and right after each dropout row, ran at "
         f"{min(copy_rates) * 4 / 1e9:.1f}–{max(copy_rates) * 4 / 1e9:.1f} GB/s read across the "
         f"rows; forward and backward each stream one read and one write per element, so a "
-        f"row's bound is its copy's elements/s ÷ 2 ({min(copy_rates) / 2e9:.2f}–"
-        f"{max(copy_rates) / 2e9:.2f} G elem/s).",
+        f"float32 row's bound is its copy's elements/s ÷ 2 ({min(copy_rates) / 2e9:.2f}–"
+        f"{max(copy_rates) / 2e9:.2f} G elem/s) and a bfloat16 row's twice that (2 bytes per "
+        f"element).",
         *step_notes,
         "ratio column: torch time ÷ ours for forward+backward; ours ÷ torch for the epoch.",
         f"noise: median relative IQR of the timings {100 * statistics.median(spreads.values()):.0f}"

@@ -34,8 +34,10 @@ from torch import nn
 
 from dropoutlab import recipe, train
 from dropoutlab.config import with_changes
+from dropoutlab.errors import DropoutlabError
 from dropoutlab.experiments.common import base_config
 from dropoutlab.models import MLP
+from dropoutlab.precision import autocast, bf16_support
 from timing import Row, time_side_by_side
 
 WIDTHS = (784, 1024, 1024, 2048, 10)
@@ -88,20 +90,26 @@ def _matrix_products(x: torch.Tensor, widths: tuple[int, ...] = WIDTHS) -> Calla
     return products
 
 
-def _step_ours(dropout: bool, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def _step_ours(dropout: bool, x: torch.Tensor, y: torch.Tensor,
+               precision: str = "fp32") -> Callable[[], None]:
     model = MLP(WIDTHS[0], WIDTHS[1:-1], WIDTHS[-1], dropout="bernoulli" if dropout else "none",
                 drop_input=0.2, drop_hidden=0.5)
     opt = recipe.MomentumSGD(model, damped=True, max_norm=None)
 
     def step() -> None:
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        with autocast(precision, x.device):
+            out = model(x)
+        F.cross_entropy(out.float(), y).backward()
         opt.step(0.1, 0.9)
 
     return step
 
 
-def _step_plain(dropout: bool, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def _step_plain(dropout: bool, x: torch.Tensor, y: torch.Tensor,
+                bf16_autocast: bool = False) -> Callable[[], None]:
+    """nn.Sequential + nn.Dropout + torch.optim.SGD; with ``bf16_autocast`` the forward pass
+    runs under ``torch.autocast("cpu", torch.bfloat16)``, as a user would write it."""
     layers: list[nn.Module] = [nn.Dropout(0.2)] if dropout else []
     for i, (a, b) in enumerate(itertools.pairwise(WIDTHS)):
         layers.append(nn.Linear(a, b))
@@ -114,7 +122,9 @@ def _step_plain(dropout: bool, x: torch.Tensor, y: torch.Tensor) -> Callable[[],
 
     def step() -> None:
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16_autocast):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
 
     return step
@@ -159,6 +169,68 @@ def step_rows() -> tuple[list[Row], dict[str, float], list[str]]:
     spreads = {f"{name.replace('_plain', ' without dropout')}, Table 9 step part": timing.spread
                for name, timing in t.items()}
     return rows, spreads, notes
+
+
+def bf16_step_rows() -> tuple[list[Row], dict[str, float], list[str]]:
+    """Rows for the Table 9 step in bfloat16 mixed precision, beside float32: ours in bf16 and
+    fp32, plain torch under ``torch.autocast`` and in fp32, each step's MFU against the bf16 and
+    the fp32 matmul rates, all timed in the same interleaved samples."""
+    x, y = torch.rand(BATCH, WIDTHS[0]), torch.randint(0, WIDTHS[-1], (BATCH,))
+    a, b = torch.randn(MATMUL_SIDE, MATMUL_SIDE), torch.randn(MATMUL_SIDE, MATMUL_SIDE)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    t = time_side_by_side({
+        "ours bf16": _step_ours(True, x, y, "bf16"), "ours fp32": _step_ours(True, x, y),
+        "torch autocast": _step_plain(True, x, y, bf16_autocast=True),
+        "torch fp32": _step_plain(True, x, y),
+        "matmul bf16": lambda: a16 @ b16, "matmul fp32": lambda: a @ b,
+    }, samples=11, min_sample_s=0.1)
+    rate = {p: 2 * MATMUL_SIDE**3 / t[f"matmul {p}"].seconds for p in ("bf16", "fp32")}
+    flops = model_flops()
+    ours, plain = t["ours bf16"].seconds, t["torch autocast"].seconds
+
+    def mfu(seconds: float, precision: str) -> str:
+        return f"{100 * flops / seconds / rate[precision]:.0f} %"
+
+    native, why = bf16_support("cpu")
+    rows = [
+        Row("Table 9 step bf16 (ms; torch: autocast)", f"{1e3 * ours:.2f}", f"{1e3 * plain:.2f}",
+            f"{plain / ours:.2f}×"),
+        Row("Table 9 step: bf16 ÷ fp32 (torch: autocast ÷ fp32)",
+            f"{ours / t['ours fp32'].seconds:.2f}×",
+            f"{plain / t['torch fp32'].seconds:.2f}×", target="≤ 0.55×",
+            met=ours / t["ours fp32"].seconds <= 0.55),
+        Row("Table 9 step bf16: ours ÷ torch autocast", f"{ours / plain:.2f}×", "–",
+            target="≤ 0.8×", met=ours / plain <= 0.8),
+        Row("Table 9 step bf16 MFU (of bf16 matmul rate)", mfu(ours, "bf16"), mfu(plain, "bf16"),
+            target="≥ 60 %", met=flops / ours / rate["bf16"] >= 0.60),
+        Row("Table 9 step bf16 MFU (of fp32 matmul rate)", mfu(ours, "fp32"), mfu(plain, "fp32")),
+    ]
+    notes = [
+        f"bf16: a {MATMUL_SIDE}³ bfloat16 matmul ran at {rate['bf16'] / 1e9:.0f} GFLOP/s and the "
+        f"float32 one at {rate['fp32'] / 1e9:.0f} GFLOP/s in the same samples; this CPU "
+        f"{'multiplies bf16 natively' if native else 'has no native bf16'} ({why})."
+    ]
+    spreads = {f"{name}, Table 9 step bf16 part": timing.spread for name, timing in t.items()}
+    return rows, spreads, notes
+
+
+def mnist_precision_row(*, epochs: int = 4) -> Row:
+    """Seconds per warm quick-MNIST epoch of ``dropoutlab.train`` in bf16 against fp32 (one
+    run each; the row says why it is skipped where MNIST is absent)."""
+    name = "quick MNIST epoch, ours bf16 vs fp32 (s)"
+    config = with_changes(base_config("quick"), {"epochs": epochs, "checkpoint_every": 1000})
+    per_epoch = {}
+    try:
+        for precision in ("bf16", "fp32"):
+            history = train.train(with_changes(config, {"precision": precision}),
+                                  progress=False).history
+            marks = [0.0] + [float(row["seconds"]) for row in history]
+            per_epoch[precision] = _warm_median([b - a for a, b in itertools.pairwise(marks)])
+    except (ImportError, OSError, DropoutlabError) as err:
+        return Row(name, f"skipped: MNIST not available ({err})", "–")
+    ratio = per_epoch["bf16"] / per_epoch["fp32"]
+    return Row(name, f"{per_epoch['bf16']:.2f}", f"{per_epoch['fp32']:.2f} (fp32)",
+               f"{ratio:.2f}×")
 
 
 def find_peer(peer: Path | None = None) -> Path | None:
