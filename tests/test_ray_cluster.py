@@ -189,7 +189,7 @@ def _sweep(cluster: Cluster, store: Path, ckpt: Path) -> subprocess.Popen[bytes]
         [sys.executable, "-m", "dropoutlab.cli", "sweep", "--task", "sweep_tasks:fake_train",
          "--set", f"epochs={EPOCHS}", "--seeds", str(SEEDS), "--experiment", "ray-faults",
          "--executor", "ray", "--ray-address", cluster.address, "--store", str(store),
-         "--checkpoint-dir", str(ckpt), "--retries", "1"],
+         "--checkpoint-dir", str(ckpt), "--retries", "0"],
         env=cluster.env, cwd=cluster.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -49,6 +49,7 @@ _DATASET_MODULES = {"digits": "sklearn.datasets"}
 POLL_SECONDS = 0.25  # how often the driver looks at the executor and at signals
 HEARTBEAT_SECONDS = 5.0  # how often the driver marks its claimed runs alive
 STALE_SECONDS = 60.0  # a claim with no heartbeat for this long belongs to a dead process
+MAX_NODE_LOSSES = 3  # a run whose node dies more often than this counts it as a failure
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,7 @@ class _Driver:
         self.ckpt_dir, self.threads, self.retries = ckpt_dir, threads, retries
         self.summary = summary
         self.tries: dict[str, int] = {}
+        self.node_losses: dict[str, int] = {}  # Ray node deaths per run, retried for free
         self.claims: dict[str, str] = {}  # key → claim token, for runs in flight here
         self.held_elsewhere: dict[str, float] = {}  # key → when to try claiming it again
         self.commit = git_commit()
@@ -347,6 +349,13 @@ class _Driver:
                                         f"({outcome.get('seconds', 0.0):.1f} s)")
         elif status == "interrupted":
             self.summary.interrupted += 1
+        elif (outcome.get("node_lost") and self.node_losses.get(key, 0) < MAX_NODE_LOSSES
+              and not self.stop.count):
+            self.node_losses[key] = self.node_losses.get(key, 0) + 1
+            self.tries[key] -= 1  # the node failed, not the run: no retry is spent
+            log.warning("run [%s] %s lost its Ray node; running it again from its checkpoint",
+                        job.experiment, job.name)
+            queue.append(key)
         elif self.tries[key] <= self.retries and not self.stop.count:
             log.warning("run [%s] %s failed (attempt %d of %d); retrying: %s", job.experiment,
                         job.name, self.tries[key], self.retries + 1, _last_line(outcome))

@@ -16,7 +16,9 @@ checkpoints, which workers write, do).
   reach the driver through a small Ray queue actor. :meth:`RayExecutor.interrupt` cancels with
   ``force=False``, which in Ray (checked with 2.60) calls the task's own Python SIGINT handler:
   inside :func:`dropoutlab.train.train` that is the handler that writes the checkpoint, so a
-  cancelled run checkpoints, stops, and reports ``interrupted`` like a local one.
+  cancelled run checkpoints, stops, and reports ``interrupted`` like a local one. A task whose
+  node died (the node, not the run, failed) comes back ``failed`` with ``node_lost`` set; the
+  driver runs it again, from its checkpoint, without spending one of its retries.
 """
 
 from __future__ import annotations
@@ -184,12 +186,14 @@ class RayExecutor(Executor):
 
         self._epochs = Queue(actor_options={"num_cpus": 0})
         self._running: dict[Any, str] = {}
+        self._nodes_at_submit: dict[Any, int] = {}  # alive nodes when each task started
 
     def submit(self, item: WorkItem) -> None:
         """Start ``item`` as a Ray task."""
         ref = self._remote.remote(self._epochs, item.key, item.task, item.config,
                                   item.checkpoint_path, item.threads)
         self._running[ref] = item.key
+        self._nodes_at_submit[ref] = self._alive_nodes()
 
     def wait(self, timeout: float) -> list[tuple[str, dict[str, Any]]]:
         """Outcomes of finished Ray tasks; a crashed or cancelled task becomes an outcome."""
@@ -200,13 +204,33 @@ class RayExecutor(Executor):
         results = []
         for ref in ready:
             key = self._running.pop(ref)
+            nodes_before = self._nodes_at_submit.pop(ref, 0)
             try:
                 results.append((key, self._ray.get(ref)))
             except self._ray.exceptions.TaskCancelledError:
                 results.append((key, _lost("interrupted", "cancelled (sweep stopping)")))
             except self._ray.exceptions.RayError as err:
-                results.append((key, _lost("failed", f"Ray task failed: {err}")))
+                if self._node_lost(err, nodes_before):
+                    outcome = _lost("failed", f"Ray node lost while running: {err}")
+                    results.append((key, {**outcome, "node_lost": True}))
+                else:
+                    results.append((key, _lost("failed", f"Ray task failed: {err}")))
         return results
+
+    def _alive_nodes(self) -> int:
+        try:
+            return sum(1 for node in self._ray.nodes() if node.get("Alive"))
+        except Exception as err:  # bookkeeping only: never fail a sweep for it
+            log.debug("could not list the Ray nodes: %s", err)
+            return 0
+
+    def _node_lost(self, err: Exception, nodes_before: int) -> bool:
+        """Whether a task failed because its node died (not because of the task itself)."""
+        exceptions = self._ray.exceptions
+        if isinstance(err, exceptions.NodeDiedError | exceptions.LocalRayletDiedError):
+            return True
+        return (isinstance(err, exceptions.WorkerCrashedError)
+                and 0 < self._alive_nodes() < nodes_before)
 
     def epoch_events(self) -> list[tuple[str, int, int]]:
         """Epoch counts the running tasks put on the queue actor since the last call."""
