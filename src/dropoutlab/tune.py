@@ -760,6 +760,9 @@ def _recommendation_text(result: TuneResult) -> str:
                 f"{1 - chosen.retain_hidden:.2g}), input retention {chosen.retain_input:g}, "
                 f"max-norm c = {chosen.max_norm:g}, lr {chosen.lr:g}, {result.epochs} epochs"
                 + (f", widths {list(chosen.hidden)}" if result.space.scale_width else ""))
+    if not chosen.is_baseline and result.verdict in ("within noise", "undecided"):
+        text += (" (lowest mean validation error, but within noise of the baseline: the net "
+                 "without dropout is as good a choice)")
     for name in ("recommended", "baseline"):
         if name in result.test and not (name == "baseline" and result.baseline == chosen):
             text += f"; test error {name} {result.test[name]} %"

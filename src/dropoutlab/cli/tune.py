@@ -144,7 +144,11 @@ def run(args: argparse.Namespace) -> int:
     assert result.recommended is not None
     print(f"recommended: {result.recommended.label}, {result.epochs} epochs")
     for name, value in result.test.items():
+        if name == "baseline" and result.baseline == result.recommended:
+            continue  # the recommendation is the baseline: one number
         print(f"test error ({name}, measured once after the choice): {value} %")
+    if not result.test:
+        print("test error: not measured (the data has no test split)")
     print(f"config: {result.config_path}  (dropoutlab train --config {result.config_path})")
     print(f"report: {result.report.resolve() if result.report else '-'}")
     return 0
