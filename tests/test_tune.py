@@ -216,3 +216,21 @@ def test_tune_refuses_bad_flags_without_traceback(tmp_path: Path,
                    str(tmp_path / "s.sqlite")])
     err = capsys.readouterr().err
     assert status == 2 and "`--time` must be a duration" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["reproduce", "overfitting-curves", "--no-progress"],
+    ["sweep", "--no-progress"],
+    ["tune", "--dataset", "digits", "--no-progress"],
+    ["train", "--no-progress"],
+])
+def test_every_long_command_takes_no_progress(argv: list[str]) -> None:
+    """--no-progress parses on reproduce, sweep, tune and train; the sweep ones turn the bar
+    off in the SweepOptions they build."""
+    from dropoutlab.cli import build_parser
+    from dropoutlab.cli.sweep_options import sweep_options
+
+    args = build_parser().parse_args(argv)
+    assert args.no_progress is True
+    if argv[0] != "train":
+        assert sweep_options(args).progress is False
