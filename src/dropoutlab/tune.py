@@ -898,7 +898,8 @@ def _describe(result: TuneResult, rung0: RungResult, final: RungResult, curve: R
     spread = math.sqrt(b.std**2 / max(b.n, 1) + d.std**2 / max(d.n, 1))
     numbers = (f"validation error without dropout {b} %, with the best dropout net "
                f"({best_drop.label}) {d} %: improvement {delta:+.2f} ± {spread:.2f} points "
-               f"(noise rule: |Δ| ≤ 2·SE = {noise:.2f})")
+               f"(± the standard error of the difference; noise rule: |Δ| ≤ 2·SE = "
+               f"{noise:.2f}, so {verdict})")
     fit = (f"without dropout the training error is {b_train.mean:.2f} % against "
            f"{b.mean:.2f} % on validation" if b_train else "")
     onset_text = (f", and its validation loss turns up from epoch {onset}" if onset else "")

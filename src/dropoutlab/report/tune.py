@@ -96,7 +96,7 @@ def _learning_figure(summary: TuneSummary) -> Figure:
     for i, curve in enumerate(summary.curves):
         color = f"C{i}"
         ax.plot(curve.epochs, curve.train, "-", color=color, alpha=0.6,
-                label=f"{curve.label}: train (dropout on)")
+                label=f"{curve.label}: train (running, mini-batches)")
         ax.plot(curve.epochs, curve.val, "--", color=color, label=f"{curve.label}: validation")
         if curve.onset is not None:
             ax.axvline(curve.onset, color=color, alpha=0.5, linestyle=":",
