@@ -83,11 +83,13 @@ class TestRegularizers:
         assert row[3].startswith("0.90 ± 0.01 (n=3)") and row[5] == "-0.15"
 
     def test_violation_detected(self) -> None:
-        """If L2 is best, both findings are False and the evidence names L2."""
+        """If L2 is best beyond noise, both findings are contradicted and the evidence names
+        the pair with L2."""
         analysis = EXPERIMENTS["regularizers"].analyze(records_for("regularizers",
                                                                    self.errors("L2")))
         best = finding(analysis, "dropout + max-norm is the best")
-        assert best.holds is False and "lowest: L2" in best.evidence
+        assert best.outcome == "contradicted" and best.holds is False
+        assert "vs L2 0.90 ± 0.01 %: contradicted" in best.evidence
         assert finding(analysis, "every dropout variant beats").holds is False
 
     def test_selection_uses_validation_not_test(self) -> None:
@@ -163,11 +165,13 @@ class TestRetentionRate:
         assert finding(analysis, "keeping p·n fixed helps small p").holds is True
 
     def test_not_flat_and_no_help_detected(self) -> None:
-        """A test error growing with p is not flat; equal errors at p = 0.1 do not help."""
+        """A test error growing with p is not flat; equal errors at p = 0.1 are within noise
+        (the gap is zero), not a help."""
         analysis = EXPERIMENTS["retention-rate"].analyze(
             records_for("retention-rate", self.metrics(flat=False, pn_helps=False)))
         assert finding(analysis, "with n fixed, test error is flat").holds is False
-        assert finding(analysis, "keeping p·n fixed helps small p").holds is False
+        helps = finding(analysis, "keeping p·n fixed helps small p")
+        assert helps.outcome == "within noise" and "no gap at all" in helps.evidence
 
     def test_flat_spread(self) -> None:
         """The flatness measure is (max − min) / mean."""

@@ -14,7 +14,10 @@ import pytest
 
 from dropoutlab.experiments.common import (
     Stat,
-    beats,
+    all_pairs_finding,
+    compare,
+    comparison_finding,
+    converged_premise,
     diff_cell,
     finished,
     label_of,
@@ -22,11 +25,13 @@ from dropoutlab.experiments.common import (
     metric,
     noise_bound,
     ordering_finding,
+    overfits_premise,
     stat_of,
     status_note,
     within_noise,
 )
 from dropoutlab.experiments.paper_numbers import TABLE2, TABLE4, TABLE9, TABLE10_STD
+from dropoutlab.report.content import CONTRADICTED, HOLDS, OPEN, WITHIN_NOISE, Finding
 
 
 @dataclass
@@ -61,11 +66,50 @@ class TestStat:
 
 
 class TestRules:
-    def test_beats_is_lower_mean(self) -> None:
-        """'A beats B' means a lower mean error; no runs never beat anything."""
-        assert beats(Stat(1.0, 0.5, 3), Stat(1.1, 0.0, 3))
-        assert not beats(Stat(1.1, 0.0, 3), Stat(1.0, 0.5, 3))
-        assert not beats(Stat(math.nan, math.nan, 0), Stat(1.0, 0.1, 3))
+    def test_compare_three_outcomes(self) -> None:
+        """A gap beyond 2·sqrt(σa²/na + σb²/nb) holds or contradicts; inside it, within noise.
+        Bound for σ = 0.3, n = 3 on both sides: 2·sqrt(0.06) ≈ 0.490."""
+        a = Stat(1.00, 0.3, 3)
+        assert compare(a, Stat(1.50, 0.3, 3)).outcome == HOLDS
+        assert compare(Stat(1.50, 0.3, 3), a).outcome == CONTRADICTED
+        within = compare(a, Stat(1.45, 0.3, 3))
+        assert within.outcome == WITHIN_NOISE and within.gap == pytest.approx(0.45)
+
+    def test_issue_examples_are_within_noise(self) -> None:
+        """The two verdicts issue 15 quotes, decided by the mean alone before, are within
+        noise: 3.90 ± 0.06 vs 3.96 ± 0.14 and 3.91 ± 0.20 vs 3.88 ± 0.08 (n = 3)."""
+        assert compare(Stat(3.90, 0.06, 3), Stat(3.96, 0.14, 3)).outcome == WITHIN_NOISE
+        assert compare(Stat(3.91, 0.20, 3), Stat(3.88, 0.08, 3)).outcome == WITHIN_NOISE
+
+    def test_seeds_needed(self) -> None:
+        """Within noise, the seeds a side that would separate the observed gap:
+        n > 4(σa² + σb²)/gap² = 4·0.18/0.45² ≈ 3.56, so 4; and a 2·SE bound with n = 4 is
+        below the gap."""
+        within = compare(Stat(1.00, 0.3, 3), Stat(1.45, 0.3, 3))
+        assert within.seeds_needed == 4
+        assert 2 * math.sqrt(0.18 / 4) < 0.45 < 2 * math.sqrt(0.18 / 3)
+        assert "~4 seeds a side" in within.text()
+
+    def test_compare_needs_two_seeds(self) -> None:
+        """With one seed a side the noise is unknown: open, even for a large gap."""
+        assert compare(Stat(1.0, 0.0, 1), Stat(5.0, 0.1, 3)).outcome == OPEN
+        assert compare(Stat(math.nan, math.nan, 0), Stat(1.0, 0.1, 3)).outcome == OPEN
+
+    def test_comparison_finding(self) -> None:
+        """The finding carries the outcome, a matching holds value and both numbers."""
+        f = comparison_finding("a beats b", ("a", Stat(1.0, 0.1, 3)), ("b", Stat(2.0, 0.1, 3)))
+        assert (f.outcome, f.holds) == (HOLDS, True) and "1.00" in f.evidence
+        f = comparison_finding("a beats b", ("a", Stat(1.0, 0.3, 3)), ("b", Stat(1.1, 0.3, 3)))
+        assert (f.outcome, f.holds) == (WITHIN_NOISE, None) and "seeds a side" in f.evidence
+
+    def test_all_pairs(self) -> None:
+        """Every pair must hold; one contradicted pair contradicts the whole claim."""
+        low, mid, high = (("low", Stat(1.0, 0.1, 3)), ("mid", Stat(1.5, 0.1, 3)),
+                          ("high", Stat(2.0, 0.1, 3)))
+        assert all_pairs_finding("x", [(low, high), (mid, high)]).outcome == HOLDS
+        assert all_pairs_finding("x", [(low, high), (high, mid)]).outcome == CONTRADICTED
+        close = ("close", Stat(1.95, 0.3, 3))
+        assert all_pairs_finding("x", [(low, high), (close, high)]).outcome == WITHIN_NOISE
 
     def test_within_noise_bound(self) -> None:
         """|Δ| ≤ 2·sqrt(σa²/na + σb²/nb): 2·sqrt(0.03 + 0.03) ≈ 0.49 for σ = 0.3, n = 3."""
@@ -79,24 +123,42 @@ class TestRules:
         assert within_noise(Stat(1.0, 0.0, 1), Stat(1.0, 0.1, 3)) is None
 
     def test_ordering_violation_detected(self) -> None:
-        """An ordering with one adjacent pair out of order fails and names the pair."""
+        """An ordering with one adjacent pair out of order beyond noise is contradicted, and
+        the evidence names that pair's outcome."""
         finding = ordering_finding("a < b < c", [("a", Stat(1.0, 0.1, 3)),
-                                                 ("b", Stat(0.9, 0.1, 3)),
+                                                 ("b", Stat(0.7, 0.1, 3)),
                                                  ("c", Stat(2.0, 0.1, 3))])
-        assert finding.holds is False
-        assert "a 1.00 ± 0.10 ≥ b 0.90 ± 0.10" in finding.evidence
+        assert finding.outcome == CONTRADICTED and finding.holds is False
+        assert "a < b: contradicted" in finding.evidence
+        assert "b < c: holds" in finding.evidence
+
+    def test_ordering_pair_within_noise(self) -> None:
+        """A pair inside the noise makes the ordering within noise, not a failure."""
+        finding = ordering_finding("a < b < c", [("a", Stat(1.0, 0.3, 3)),
+                                                 ("b", Stat(1.1, 0.3, 3)),
+                                                 ("c", Stat(3.0, 0.1, 3))])
+        assert finding.outcome == WITHIN_NOISE and finding.holds is None
 
     def test_ordering_holds_and_quotes_numbers(self) -> None:
-        """A correct ordering holds and its evidence quotes every mean."""
-        finding = ordering_finding("a < b", [("a", Stat(1.0, 0.1, 3)), ("b", Stat(1.2, 0.1, 3))])
+        """An ordering beyond noise pair by pair holds and its evidence quotes every mean."""
+        finding = ordering_finding("a < b", [("a", Stat(1.0, 0.1, 3)), ("b", Stat(1.3, 0.1, 3))])
         assert finding.holds is True
-        assert "1.00" in finding.evidence and "1.20" in finding.evidence
+        assert "1.00" in finding.evidence and "1.30" in finding.evidence
 
     def test_ordering_without_runs_is_undecided(self) -> None:
         """A group with no runs leaves the finding undecided (None)."""
         finding = ordering_finding("a < b", [("a", Stat(1.0, 0.1, 3)),
                                              ("b", Stat(math.nan, math.nan, 0))])
-        assert finding.holds is None and "b" in finding.evidence
+        assert finding.holds is None and finding.outcome == OPEN and "b" in finding.evidence
+
+    def test_finding_outcome_and_holds_agree(self) -> None:
+        """A finding's outcome follows holds when not given, and a mismatch is refused."""
+        assert Finding("c", True, "e").outcome == HOLDS
+        assert Finding("c", False, "e").outcome == CONTRADICTED
+        assert Finding("c", None, "e").outcome == OPEN
+        assert Finding.of("c", WITHIN_NOISE, "e").holds is None
+        with pytest.raises(ValueError, match="`holds` must be"):
+            Finding("c", True, "e", WITHIN_NOISE)
 
     def test_diff_cell_keeps_uncertain_mark(self) -> None:
         """The difference column is ours − paper and keeps the paper's (?) mark."""
@@ -136,6 +198,28 @@ class TestRecords:
         epochs, means, stds = mean_curve([a, b], "val_loss")
         assert epochs == [1] and means == [2.0]
         assert stds[0] == pytest.approx(math.sqrt(2.0))
+
+
+def _curve(key: str, values: list[float]) -> Rec:
+    return Rec(history=[{"epoch": i + 1, key: v} for i, v in enumerate(values)])
+
+
+class TestPremises:
+    def test_overfits_when_validation_loss_rises(self) -> None:
+        """Minimum 0.10 at epoch 3, last 0.12: +20 % > 10 % passes; a flat end does not."""
+        rising = overfits_premise("net", [_curve("val_loss", [0.3, 0.2, 0.10, 0.11, 0.12])])
+        assert rising.passed is True and "epoch 3" in rising.measured
+        flat = overfits_premise("net", [_curve("val_loss", [0.3, 0.2, 0.10, 0.10, 0.105])])
+        assert flat.passed is False
+
+    def test_converged_when_last_quarter_is_flat(self) -> None:
+        """Best before the last quarter 2.00, best overall 1.99 (0.5 % < 3 %): converged;
+        a run whose last quarter drops 2.0 → 1.5 (25 %) is still improving and is named."""
+        flat = _curve("val_error", [5.0, 3.0, 2.0, 2.0, 2.0, 2.0, 1.99, 2.0])
+        falling = _curve("val_error", [5.0, 3.0, 2.5, 2.2, 2.1, 2.0, 1.7, 1.5])
+        assert converged_premise({"flat": [flat]}).passed is True
+        both = converged_premise({"flat": [flat], "falling": [falling]})
+        assert both.passed is False and "still improving: falling" in both.measured
 
 
 class TestPaperNumbers:

@@ -7,12 +7,23 @@ converted to drop probabilities in the right direction.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dropoutlab.errors import DataError
 from dropoutlab.experiments import BUDGETS, EXPERIMENTS, get_experiment, missing_data
 from dropoutlab.experiments.base import seed_list
 from dropoutlab.experiments.common import drop_from_retain
+from dropoutlab.experiments.conv_nets import fashion_available
+
+
+@pytest.fixture
+def no_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fashion-MNIST is not installed (the Debian package's folder points nowhere)."""
+    from dropoutlab.data import sources
+
+    monkeypatch.setattr(sources, "FASHION_DEFAULT_DIR", str(tmp_path / "not-installed"))
 
 CLI_ORDER = [
     "overfitting-curves", "mnist-architectures", "regularizers", "retention-rate",
@@ -57,17 +68,43 @@ class TestRegistry:
         assert len(experiment.summary) <= 100
         assert isinstance(experiment.datasets, tuple)
 
-    def test_only_conv_nets_needs_a_data_dir(self) -> None:
-        """``missing_data`` gives a reason for conv-nets without --data-dir and for none else."""
+    def test_only_conv_nets_needs_data(self, no_fashion: None) -> None:
+        """``missing_data`` gives a reason for conv-nets without Fashion-MNIST or --data-dir,
+        and for none else; the reason says how to install Fashion-MNIST."""
         for name in NEEDS_NO_DATA_DIR:
             assert missing_data(EXPERIMENTS[name], None) is None
         reason = missing_data(EXPERIMENTS["conv-nets"], None)
         assert reason is not None and "--data-dir" in reason
+        assert "apt-get install dataset-fashion-mnist" in reason
 
-    def test_conv_nets_jobs_without_data_raise(self, tmp_path: object) -> None:
+    def test_conv_nets_jobs_without_data_raise(self, tmp_path: Path, no_fashion: None) -> None:
         """conv-nets with an empty data folder raises DataError saying what was looked for."""
-        with pytest.raises(DataError, match="no CIFAR-10, CIFAR-100 or SVHN files"):
+        with pytest.raises(DataError, match="no Fashion-MNIST, CIFAR-10, CIFAR-100 or SVHN"):
             EXPERIMENTS["conv-nets"].jobs("smoke", data_dir=str(tmp_path))
+
+    def test_fashion_mnist_in_data_dir(self, tmp_path: Path, no_fashion: None) -> None:
+        """Fashion-MNIST's four IDX files in --data-dir give its three variants, reading
+        from that folder."""
+        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte.gz"):
+            (tmp_path / name).write_bytes(b"")
+        jobs = EXPERIMENTS["conv-nets"].jobs("smoke", data_dir=str(tmp_path))
+        assert [j.name for j in jobs] == [
+            "fashion-mnist no dropout seed=0", "fashion-mnist dropout in fc layers seed=0",
+            "fashion-mnist dropout in all layers seed=0"]
+        assert {j.config.data.data_dir for j in jobs} == {str(tmp_path)}
+        assert {j.config.data.dataset for j in jobs} == {"fashion-mnist"}
+
+    @pytest.mark.skipif(not fashion_available(None),
+                        reason="Debian's dataset-fashion-mnist is not installed")
+    def test_conv_nets_run_on_installed_fashion_mnist(self) -> None:
+        """With the Debian package, conv-nets needs no --data-dir and reads the package's
+        folder (data_dir None) at every budget."""
+        assert missing_data(EXPERIMENTS["conv-nets"], None) is None
+        for budget in BUDGETS:
+            jobs = EXPERIMENTS["conv-nets"].jobs(budget)
+            assert {j.config.data.dataset for j in jobs} == {"fashion-mnist"}
+            assert {j.config.data.data_dir for j in jobs} == {None}
 
 
 class TestJobs:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from dropoutlab.experiments import EXPERIMENTS, Analysis, Experiment
+from dropoutlab.experiments.conv_nets import fashion_available
 from dropoutlab.report import write_report
 from dropoutlab.report.header import ReportMeta
 from dropoutlab.sweeps.execution import execute
@@ -78,8 +79,13 @@ def _tiny_cifar10(root: Path, per_file: int = 30) -> Path:
     return root
 
 
-def test_conv_nets_smoke_on_fabricated_cifar(tmp_path: Path) -> None:
-    """conv-nets finds CIFAR-10 in --data-dir, runs its three variants and reports them."""
+def test_conv_nets_smoke_on_fabricated_cifar(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """conv-nets finds CIFAR-10 in --data-dir, runs its three variants and reports them
+    (Fashion-MNIST hidden, so only CIFAR-10 runs)."""
+    from dropoutlab.data import sources
+
+    monkeypatch.setattr(sources, "FASHION_DEFAULT_DIR", str(tmp_path / "no-fashion-mnist"))
     data_dir = _tiny_cifar10(tmp_path / "data")
     experiment = EXPERIMENTS["conv-nets"]
     assert experiment.missing_data(str(data_dir)) is None  # type: ignore[attr-defined]
@@ -87,4 +93,20 @@ def test_conv_nets_smoke_on_fabricated_cifar(tmp_path: Path) -> None:
     variants = [row[1] for row in analysis.tables[0].rows]
     assert variants == ["no dropout", "dropout in fc layers", "dropout in all layers"]
     assert str(analysis.tables[0].rows[0][3]) == "14.98"  # the paper's CIFAR-10 number
+    check_report(analysis, tmp_path / "report")
+
+
+@pytest.mark.skipif(not fashion_available(None),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_conv_nets_smoke_on_fashion_mnist(tmp_path: Path) -> None:
+    """With Debian's Fashion-MNIST, conv-nets runs its three variants on the real images and
+    states its findings: the ordering, dropout vs none, all layers vs fc only."""
+    analysis = run_in_process(EXPERIMENTS["conv-nets"], tmp_path / "runs.sqlite")
+    rows = analysis.tables[0].rows
+    assert [(row[0], row[1]) for row in rows] == [
+        ("fashion-mnist", v) for v in ("no dropout", "dropout in fc layers",
+                                       "dropout in all layers")]
+    claims = [f.claim for f in analysis.findings]
+    assert "fashion-mnist: dropout beats no dropout" in claims
+    assert "fashion-mnist: dropout in all layers beats dropout in the fc layers only" in claims
     check_report(analysis, tmp_path / "report")

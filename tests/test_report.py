@@ -29,7 +29,15 @@ from dropoutlab.report import (
     meta_from_records,
     write_report,
 )
-from dropoutlab.report.content import Analysis, Figure, Finding, PaperValue, Table
+from dropoutlab.report.content import (
+    Analysis,
+    Deviation,
+    Figure,
+    Finding,
+    PaperValue,
+    Premise,
+    Table,
+)
 from dropoutlab.report.header import describe_hardware, format_seconds, short_commit
 from dropoutlab.report.tables import (
     findings_text,
@@ -224,9 +232,10 @@ class TestFindingsText:
         rows = [(a.experiment, f) for a in make_analyses()[:1] for f in a.findings]
         text = findings_text(rows, width=120)
         lines = text.splitlines()
-        assert len(lines) == 4
+        assert len(lines) == 5
         assert lines[0].split() == ["experiment", "verdict", "claim", "evidence"]
-        assert [line.split()[1] for line in lines[1:]] == ["holds", "fails", "open"]
+        assert [line.split()[1] for line in lines[1:4]] == ["holds", "contradicted", "open"]
+        assert lines[4] == "1 hold · 0 within noise · 1 contradicted · 1 open (of 3)"
         assert all(len(line) <= 120 for line in lines)
         plt.close("all")
 
@@ -364,6 +373,40 @@ class _Record:
         self.seed, self.seconds, self.status, self.git_commit = seed, seconds, status, commit
         self.hardware = {"cpu": "Other CPU", "cores": 64, "system": "Linux", "cuda": "H200"}
         self.versions = {"torch": "9.9.9"}
+
+
+class TestOutcomesAndDeviations:
+    @staticmethod
+    def page(tmp_path: Path) -> str:
+        analysis = Analysis(
+            "mnist-architectures", "Table 2", "Table 2",
+            findings=[Finding.of("a beats b", "holds", "e1"),
+                      Finding.of("c beats d", "within noise", "e2"),
+                      Finding.of("e beats f", "contradicted", "e3"),
+                      Finding.of("g beats h", "open", "e4")],
+            deviations=[Deviation("widths", "3×2048", "3×1448", "cost")],
+            premises=[Premise("the standard net overfits", True, "+11.9 % at epoch 50"),
+                      Premise("the runs converged", False, "still improving: x")],
+            missing_rows=["dropout + max-norm ReLU 2×8192"])
+        return write_report([analysis], tmp_path, make_meta()).read_text(encoding="utf-8")
+
+    def test_four_outcomes_counted_apart(self, tmp_path: Path) -> None:
+        """Badges count holds, contradicted, within noise and open separately."""
+        html = self.page(tmp_path)
+        assert "✓ 1 hold beyond noise" in html and "✗ 1 contradicted beyond noise" in html
+        assert "≈ 1 within noise" in html and "? 1 open" in html
+        assert "✓ 1 · ✗ 1 · ≈ 1 · ? 1" in html
+        marks = re.findall(r'<span class="mark"[^>]*>(.)</span>', html)
+        assert marks == ["✓", "≈", "✗", "?"]
+
+    def test_deviations_premises_and_missing_rows_in_header(self, tmp_path: Path) -> None:
+        """The header block lists what changed and why, each premise check with its measured
+        value, and the rows not run — before the first experiment's section."""
+        html = self.page(tmp_path)
+        block = html[html.index("Deviations from the paper"):html.index("<section")]
+        for text in ("3×1448", "cost", "✓ passes", "+11.9 % at epoch 50", "✗ fails",
+                     "still improving: x", "Rows not run (--rows): dropout + max-norm ReLU 2×8192"):
+            assert text in block, text
 
 
 class TestMetaFromRecords:

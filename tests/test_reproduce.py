@@ -193,6 +193,43 @@ class TestSelectAndPlan:
             plan([FAKES["fake-nodata"]], budget="smoke", strict=True)
 
 
+class TestRowsAndEstimate:
+    def test_rows_pattern_chooses_rows(self) -> None:
+        """--rows keeps the rows it matches (glob or substring) and remembers every label."""
+        (item,), _ = plan([FAKES["fake-dropout"]], budget="smoke", seeds=2, rows="none")
+        assert {j.name for j in item.jobs} == {"none seed=0", "none seed=1"}
+        assert item.labels == ["bernoulli", "none"]
+        (item,), _ = plan([FAKES["fake-dropout"]], budget="smoke", rows="bern*")
+        assert [j.name for j in item.jobs] == ["bernoulli seed=0"]
+
+    def test_rows_matching_nothing_lists_the_rows(self) -> None:
+        """A pattern that matches no row is an error that lists the rows there are."""
+        with pytest.raises(ValueError, match=r"--rows 'gaussian' matches no row; the rows "
+                           r"are: fake-dropout: bernoulli, none"):
+            plan([FAKES["fake-dropout"]], budget="smoke", rows="gaussian")
+
+    def test_report_marks_missing_rows(self, fakes: None, tmp_path: Path) -> None:
+        """Only the chosen row trains; the analysis and the page name the row left out."""
+        options = SweepOptions(store=tmp_path / "runs.sqlite", workers=1, retries=0,
+                               progress=False)
+        outcome = reproduce("fake-dropout", budget="smoke", sweep=options, rows="none",
+                            out_dir=tmp_path / "report", echo=lambda line: None)
+        assert run_count(tmp_path / "runs.sqlite") == 1
+        (analysis,) = outcome.analyses
+        assert analysis.missing_rows == ["bernoulli"]
+        assert "Rows not run (--rows): bernoulli" in outcome.index.read_text(encoding="utf-8")
+
+    def test_estimate_counts_without_training(self, fakes: None) -> None:
+        """--plan's numbers: 2 runs × 1 epoch × ceil(1097/100) = 22 updates on the digits,
+        FLOPs and a positive time; nothing is stored."""
+        from dropoutlab.reproduce import estimate
+
+        (cost,) = estimate("fake-dropout", budgets=("smoke",))
+        assert (cost.experiment, cost.budget, cost.runs, cost.updates) == (
+            "fake-dropout", "smoke", 2, 22)
+        assert cost.flops > 0 and cost.core_seconds > 0
+
+
 class TestExitCode:
     @pytest.mark.parametrize(("ok", "stopped", "broken", "code"), [
         (True, False, False, 0), (False, False, False, 1), (None, False, False, 0),

@@ -22,6 +22,14 @@ from dropoutlab.sweeps import Job, Store, SweepOptions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "main_4d5871b"
 
+# Grids redesigned on purpose since 4d5871b, so their job keys are new (issue 15: the quick
+# designs of Table 2 and Table 9 keep the paper's premises: paper widths for Table 2, each
+# regularizer's own recipe for Table 9). Their old configs must still hash to their old keys.
+REDESIGNED = {"mnist-architectures/quick", "regularizers/quick"}
+# Experiments whose grids gained rows the old code could not build (conv-nets: Fashion-MNIST
+# from Debian's dataset-fashion-mnist); their old rows must be unchanged, the new ones are new.
+NEW_ROWS = {"conv-nets": "fashion-mnist "}
+
 
 def old_jobs() -> dict[str, object]:
     with gzip.open(FIXTURE / "job_keys.json.gz", "rt", encoding="utf-8") as f:
@@ -38,9 +46,11 @@ def test_every_old_job_key_is_computed_again(grid: str) -> None:
     if isinstance(old, dict):  # the old code could not build it here (data absent)
         pytest.skip(f"{grid}: {old['error']}")
     assert isinstance(old, list)
-    new = EXPERIMENTS[name].jobs(budget)
-    assert [(j.name, j.task, j.key) for j in new] == [
-        (o["name"], o["task"], o["key"]) for o in old]
+    if grid not in REDESIGNED:
+        new = [j for j in EXPERIMENTS[name].jobs(budget)
+               if name not in NEW_ROWS or not j.name.startswith(NEW_ROWS[name])]
+        assert [(j.name, j.task, j.key) for j in new] == [
+            (o["name"], o["task"], o["key"]) for o in old]
     for o in old:
         job = Job(name, o["name"], RunConfig.from_dict(o["config"]), o["task"])
         assert job.key == o["key"]
@@ -54,20 +64,33 @@ def test_old_store_opens_with_every_run_recognised(tmp_path: Path) -> None:
     with Store.open_readonly(path) as db:
         stored = {r.config_hash: r for r in db.records()}
     assert stored
-    for name, experiment in EXPERIMENTS.items():
-        if missing_data(experiment) is not None:
-            continue  # conv-nets: no CIFAR/SVHN where the fixture was written
-        for job in experiment.jobs("smoke"):
-            assert job.key in stored, f"{name}: {job.name} not recognised"
-            assert stored[job.key].status in FINAL_STATUSES
+    old = _smoke_jobs_of_old_grids()
+    for job in old:
+        assert job.key in stored, f"{job.experiment}: {job.name} not recognised"
+        assert stored[job.key].status in FINAL_STATUSES
     with Store(path) as db:
-        statuses = db.register([job for e in EXPERIMENTS.values()
-                                if missing_data(e) is None for job in e.jobs("smoke")])
+        statuses = db.register(old)
     assert all(status in FINAL_STATUSES for status in statuses.values())
 
 
-def test_reproduce_all_on_the_old_store_trains_nothing(tmp_path: Path) -> None:
-    """`reproduce all --budget smoke` on the old store skips every run and reports them."""
+def _smoke_jobs_of_old_grids() -> list[Job]:
+    """Today's smoke jobs of every grid the old code could build (not its new rows)."""
+    jobs = []
+    for name, experiment in EXPERIMENTS.items():
+        if isinstance(old_jobs().get(f"{name}/smoke"), dict) or missing_data(experiment):
+            continue  # conv-nets: no CIFAR/SVHN where the fixture was written
+        jobs += [j for j in experiment.jobs("smoke")
+                 if name not in NEW_ROWS or not j.name.startswith(NEW_ROWS[name])]
+    return jobs
+
+
+def test_reproduce_all_on_the_old_store_trains_nothing(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reproduce all --budget smoke` on the old store skips every run and reports them
+    (Fashion-MNIST, which the old code had no grid for, hidden)."""
+    from dropoutlab.data import sources
+
+    monkeypatch.setattr(sources, "FASHION_DEFAULT_DIR", str(tmp_path / "no-fashion-mnist"))
     path = tmp_path / "runs.sqlite"
     shutil.copyfile(FIXTURE / "runs.sqlite", path)
     result = reproduce("all", budget="smoke", out_dir=tmp_path / "report",

@@ -18,7 +18,10 @@ one :class:`~dropoutlab.sweeps.SweepOptions` comes in from the CLI and goes to t
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
+import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -46,9 +49,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Plan",
+    "PlanCost",
     "Reproduction",
     "SweepOptions",
     "default_out_dir",
+    "estimate",
+    "match_rows",
     "plan",
     "rebuild",
     "reproduce",
@@ -62,10 +68,18 @@ Echo = Callable[[str], None]
 
 @dataclass
 class Plan:
-    """One experiment to run: its grid for the budget, on the chosen device."""
+    """One experiment to run: its grid for the budget (or the rows chosen), on the device.
+
+    Attributes:
+        experiment: The experiment.
+        jobs: The runs: its grid × seeds, less the rows ``--rows`` left out.
+        labels: Every row label of the whole grid, in grid order (the report marks the rows
+            with no finished run).
+    """
 
     experiment: Experiment
     jobs: list[Job]
+    labels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -131,9 +145,21 @@ def _on_device(job: Job, device: str) -> Job:
     return dataclasses.replace(job, config=with_changes(job.config, {"device": device}))
 
 
+def _label(job: Job) -> str:
+    return re.sub(r" seed=\d+$", "", job.name)
+
+
+def match_rows(pattern: str, label: str) -> bool:
+    """Whether grid row ``label`` is chosen by ``--rows pattern``: a shell-style glob
+    (``*``, ``?``, ``[…]``) matched against the whole label, or else a substring of it."""
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(label, pattern)
+    return pattern in label
+
+
 def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = None,
-         device: str = "cpu", data_dir: str | None = None,
-         strict: bool = False) -> tuple[list[Plan], list[Skipped]]:
+         device: str = "cpu", data_dir: str | None = None, strict: bool = False,
+         rows: str | None = None) -> tuple[list[Plan], list[Skipped]]:
     """Each experiment's grid, or the reason it cannot run.
 
     Args:
@@ -144,9 +170,11 @@ def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = 
         data_dir: The user's folder of data files (CIFAR, SVHN).
         strict: Raise instead of skipping when data is absent (an experiment asked for by
             name must not be skipped silently).
+        rows: Only the grid rows :func:`match_rows` chooses (None: every row).
 
     Raises:
-        ValueError: bad ``budget`` (the message lists the budgets) or ``seeds``.
+        ValueError: bad ``budget`` (the message lists the budgets) or ``seeds``; ``rows``
+            chooses no row of any experiment (the message lists the rows).
         DataError: ``strict`` and an experiment's data is absent.
     """
     from dropoutlab.experiments import check_budget, missing_data
@@ -164,7 +192,15 @@ def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = 
                                    f"data absent: {reason}"))
             continue
         jobs = experiment.jobs(budget, seeds=seeds, data_dir=data_dir)
-        plans.append(Plan(experiment, [_on_device(job, device) for job in jobs]))
+        labels = list(dict.fromkeys(_label(job) for job in jobs))
+        if rows is not None:
+            jobs = [job for job in jobs if match_rows(rows, _label(job))]
+        plans.append(Plan(experiment, [_on_device(job, device) for job in jobs], labels))
+    if rows is not None and plans and not any(item.jobs for item in plans):
+        every = "; ".join(f"{item.experiment.name}: {', '.join(item.labels)}" for item in plans)
+        raise ValueError(f"--rows {rows!r} matches no row; the rows are: {every}")
+    if rows is not None:
+        plans = [item for item in plans if item.jobs]
     return plans, skipped
 
 
@@ -202,22 +238,32 @@ def _records_of(store: Any, experiment: str, jobs: Sequence[Job]) -> list[RunRec
     return [r for r in store.records(experiment=experiment) if r.config_hash in keys]
 
 
-def _analyze(experiment: Experiment, records: Sequence[RunRecord],
-             skipped: list[Skipped]) -> Analysis | None:
-    """Run the experiment's analysis; a crash skips its section with the error (logged)."""
+def _analyze(item: Plan, records: Sequence[RunRecord], skipped: list[Skipped],
+             budget: str) -> Analysis | None:
+    """Run the experiment's analysis, add this budget's deviations from the paper and the rows
+    with no finished run; a crash skips its section with the error (logged)."""
+    experiment = item.experiment
     try:
-        return experiment.analyze(records)
+        analysis = experiment.analyze(records)
     except Exception as err:  # one broken analysis must not lose the other experiments' report
         log.error("analysis of %s failed:\n%s", experiment.name, traceback.format_exc())
         skipped.append(Skipped(experiment.name, experiment.title, experiment.paper_ref,
                                f"analysis failed: {type(err).__name__}: {err}"))
         return None
+    deviations = getattr(experiment, "deviations", None)
+    if callable(deviations):
+        analysis.deviations = list(deviations(budget))
+    done = {r.config_hash for r in records if r.status == "done"}
+    finished_rows = {_label(job) for job in item.jobs if job.key in done}
+    analysis.missing_rows = [label for label in item.labels if label not in finished_rows]
+    return analysis
 
 
 def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
               device: str = "cpu", data_dir: str | None = None,
               out_dir: str | Path | None = None, sweep: SweepOptions | None = None,
-              command: str = "", echo: Echo | None = None) -> Reproduction:
+              command: str = "", echo: Echo | None = None,
+              rows: str | None = None) -> Reproduction:
     """Run experiment ``name`` (or ``all``) at ``budget`` and write its report.
 
     The grids of all chosen experiments run as one sweep (one pool of workers, one progress
@@ -235,6 +281,8 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
         sweep: Executor, store and the other sweep settings.
         command: The command line, shown in the report header.
         echo: Called with one line per step (the CLI prints them); default: logged.
+        rows: Run only the grid rows this pattern chooses (:func:`match_rows`); the report
+            marks the others as missing.
 
     Returns:
         The :class:`Reproduction`; its ``exit_code`` is what the CLI returns.
@@ -248,7 +296,7 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
     say = echo or log.info
     sweep = sweep or SweepOptions()
     plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
-                          data_dir=data_dir, strict=name != "all")
+                          data_dir=data_dir, strict=name != "all", rows=rows)
     out = _out_dir(out_dir, sweep.store, name, budget)  # checked before hours of training
     from dropoutlab.sweeps import Store, run_sweep
 
@@ -268,13 +316,14 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
             say(line)
         with Store.open_readonly(sweep.store) as db:
             for item in plans:
-                _analyze_stored(item, db, result, since=sweep_started)
+                _analyze_stored(item, db, result, since=sweep_started, budget=budget)
     meta.wall_seconds = time.perf_counter() - started
     result.index = write_report(result.analyses, out, meta, skipped=skipped)
     return result
 
 
-def _analyze_stored(item: Plan, db: Any, result: Reproduction, *, since: float) -> None:
+def _analyze_stored(item: Plan, db: Any, result: Reproduction, *, since: float,
+                    budget: str) -> None:
     """Analyse one experiment's stored runs into ``result`` (or say why it is skipped)."""
     exp = item.experiment
     assert result.meta is not None
@@ -286,7 +335,7 @@ def _analyze_stored(item: Plan, db: Any, result: Reproduction, *, since: float) 
                                        "not run: stopped by Ctrl-C before any of its runs "
                                        "finished"))
         return
-    analysis = _analyze(exp, records, result.skipped)
+    analysis = _analyze(item, records, result.skipped, budget)
     if analysis is not None:
         result.analyses.append(analysis)
     meta_from_records(result.meta, exp.name, records, ran=ran)
@@ -295,7 +344,8 @@ def _analyze_stored(item: Plan, db: Any, result: Reproduction, *, since: float) 
 def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
             device: str = "cpu", data_dir: str | None = None,
             store: str | Path = DEFAULT_STORE, out_dir: str | Path | None = None,
-            command: str = "", echo: Echo | None = None) -> Reproduction:
+            command: str = "", echo: Echo | None = None,
+            rows: str | None = None) -> Reproduction:
     """Write the report of ``name`` (or ``all``) from stored runs, training nothing.
 
     The runs are found by the keys of the same grids :func:`reproduce` builds, so give the
@@ -316,7 +366,7 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
         raise StoreError(f"store {str(store)!r} does not exist; run `dropoutlab reproduce` "
                          f"first (or pass --store)")
     plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
-                          data_dir=data_dir, strict=False)
+                          data_dir=data_dir, strict=False, rows=rows)
     out = _out_dir(out_dir, store, name, budget)
     use_agg()
     meta = collect_meta(budget, seeds=seeds, command=command, rebuilt=True)
@@ -338,10 +388,71 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
             say(f"{exp.name}: {len(finished)} finished runs in the store"
                 + (f" ({missing} of the grid not stored)" if missing else ""))
             _note_data(meta, item.jobs)
-            analysis = _analyze(exp, records, skipped)
+            analysis = _analyze(item, records, skipped, budget)
             if analysis is not None:
                 result.analyses.append(analysis)
             meta_from_records(meta, exp.name, records)
     meta.wall_seconds = time.perf_counter() - started
     result.index = write_report(result.analyses, out, meta, skipped=skipped)
     return result
+
+
+@dataclass(frozen=True)
+class PlanCost:
+    """What one experiment's grid at one budget costs (:func:`estimate`).
+
+    Attributes:
+        experiment: Its CLI name.
+        budget: The budget.
+        runs: Distinct runs (grid rows × seeds).
+        updates: Weight updates of all runs together.
+        flops: Training and evaluation FLOPs of all runs together.
+        core_seconds: Estimated time on one core, from the calibrated step rates.
+        reason: Why the grid cannot be built here (data absent), else None.
+    """
+
+    experiment: str
+    budget: str
+    runs: int = 0
+    updates: int = 0
+    flops: float = 0.0
+    core_seconds: float = 0.0
+    reason: str | None = None
+
+
+def estimate(name: str, *, budgets: Sequence[str] = ("smoke", "quick", "paper"),
+             seeds: int | None = None, data_dir: str | None = None,
+             rows: str | None = None) -> list[PlanCost]:
+    """The runs, updates, FLOPs and estimated one-core time of ``name``'s grid per budget,
+    training nothing: each distinct network is timed for a few steps on this machine
+    (:mod:`dropoutlab.experiments.cost`).
+
+    Raises:
+        ValueError: unknown name, budget or seeds; ``rows`` that chooses nothing.
+    """
+    from dropoutlab.experiments.cost import calibrate, rate_of, run_cost
+
+    costs: list[PlanCost] = []
+    for budget in budgets:
+        plans, skipped = plan(select(name), budget=budget, seeds=seeds, data_dir=data_dir,
+                              rows=rows)
+        costs += [PlanCost(s.name, budget, reason=s.reason) for s in skipped]
+        unique = [list({job.key: job for job in item.jobs}.values()) for item in plans]
+        rates = calibrate([job.config for jobs in unique for job in jobs])
+        for item, jobs in zip(plans, unique, strict=True):
+            cost_of = getattr(item.experiment, "cost", None)
+            sized = [(job, cost_of(job) if callable(cost_of) else run_cost(job.config))
+                     for job in jobs]
+            costs.append(PlanCost(
+                item.experiment.name, budget, len(sized), sum(c.updates for _, c in sized),
+                sum(c.flops for _, c in sized),
+                sum(c.flops / rate_of(rates, job.config) for job, c in sized)))
+    return costs
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (what the local pool divides among its workers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

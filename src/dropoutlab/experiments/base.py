@@ -13,13 +13,15 @@ architectures and recipe; hours, for a GPU).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from dropoutlab.config import RunConfig
+from dropoutlab.report.content import Deviation
 from dropoutlab.sweeps.job import DEFAULT_TASK, Job
 
 if TYPE_CHECKING:
+    from dropoutlab.experiments.cost import RunCost
     from dropoutlab.report.content import Analysis
     from dropoutlab.sweeps import RunRecord
 
@@ -36,6 +38,10 @@ __all__ = [
 BUDGETS = ("smoke", "quick", "paper")
 # Seeds per budget: smoke is one run (tests), quick and paper report mean ± std over ≥ 3.
 DEFAULT_SEEDS = {"smoke": 1, "quick": 3, "paper": 3}
+# What every experiment's smoke budget changes: it exists for tests and CI, not as evidence.
+SMOKE_DEVIATION = Deviation(
+    "everything", "the paper's nets, data and recipe", "tiny nets, a few epochs, tiny data",
+    "smoke runs in seconds for tests and CI; its numbers are no reproduction")
 
 
 def check_budget(budget: object) -> str:
@@ -110,6 +116,21 @@ class GridExperiment:
     def seed_count(self, budget: str) -> int:
         """Seeds per grid point when the caller does not say."""
         return DEFAULT_SEEDS[budget]
+
+    # budget → how its design departs from the paper, each with its reason (the budget table's).
+    deviation_table: ClassVar[Mapping[str, Sequence[Deviation]]] = {}
+
+    def deviations(self, budget: str) -> list[Deviation]:
+        """How ``budget``'s design departs from the paper, and why (for the report header)."""
+        if budget == "smoke":
+            return [SMOKE_DEVIATION]
+        return list(self.deviation_table.get(budget, ()))
+
+    def cost(self, job: Job) -> RunCost:
+        """Updates and FLOPs of one run (``reproduce --plan``): its training by default."""
+        from dropoutlab.experiments.cost import run_cost
+
+        return run_cost(job.config)
 
     def jobs(self, budget: str, *, seeds: int | None = None,
              data_dir: str | None = None) -> list[Job]:

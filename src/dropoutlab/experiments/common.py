@@ -5,10 +5,15 @@
 * **Budgets** (design.md): :func:`base_config` gives the recipe each budget starts from;
   experiment modules then set widths, data sizes and epochs in a small table at their top.
 * **Aggregation.** Reports show mean ± std (n) over seeds (:class:`Stat`, sample std with n − 1).
-* **Verdicts.** Findings are computed from numbers with two stated rules:
-  "A beats B" when mean_A < mean_B (:func:`beats`), and "A is within noise of B" when
-  |mean_A − mean_B| ≤ 2·sqrt(σ_A²/n_A + σ_B²/n_B) (:func:`within_noise`, two standard errors of
-  the difference). With fewer than two seeds the noise rule cannot decide and says so.
+* **Verdicts** (:func:`compare`, the one rule every comparative finding uses). With
+  gap = mean_B − mean_A on an error (positive: A is lower) and the noise bound
+  2·sqrt(σ_A²/n_A + σ_B²/n_B) (two standard errors of the difference), "A beats B" *holds*
+  when gap > bound, is *contradicted* when gap < −bound, and is *within noise* otherwise, with
+  the seeds per side that would separate the observed means at the observed spread. With fewer
+  than two seeds on a side the noise is unknown and the outcome is *open*. With no true
+  difference, the rule calls one of the two beyond-noise outcomes about 12 % of the time at
+  n = 3 seeds a side (Welch's t, ≈ 4 degrees of freedom, |t| > 2) and about 5 % for large n.
+  An ordering (A < B < C …) is judged pair by pair (:func:`ordering_finding`).
 """
 
 from __future__ import annotations
@@ -23,21 +28,38 @@ from typing import Any, TypeVar
 
 from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.experiments.base import check_budget
-from dropoutlab.report.content import Finding, PaperValue
+from dropoutlab.report.content import (
+    CONTRADICTED,
+    HOLDS,
+    OPEN,
+    WITHIN_NOISE,
+    Finding,
+    PaperValue,
+    Premise,
+)
 
 __all__ = [
+    "CONVERGED_GAIN",
+    "RISE_THRESHOLD",
+    "Comparison",
     "Stat",
+    "all_pairs_finding",
     "base_config",
-    "beats",
+    "compare",
+    "comparison_finding",
+    "converged_premise",
     "diff_cell",
     "drop_from_retain",
     "finished",
     "group_by",
+    "kept_units_premise",
     "metric",
     "new_figure",
     "no_dropout",
     "ordering_finding",
+    "overfits_premise",
     "paper_dropout",
+    "rise_and_onset",
     "stat_of",
     "within_noise",
 ]
@@ -266,9 +288,60 @@ def metric_stat(records: Iterable[Any], key: str) -> Stat:
     return stat_of(v for r in records if (v := metric(r, key)) is not None)
 
 
-def beats(a: Stat, b: Stat) -> bool:
-    """The stated rule for "A beats B" on an error: mean_A < mean_B."""
-    return a.n > 0 and b.n > 0 and a.mean < b.mean
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict of :func:`compare` on "A beats B" (lower error), with its numbers."""
+
+    outcome: str  # HOLDS, CONTRADICTED, WITHIN_NOISE or OPEN (report.content)
+    gap: float  # mean_B − mean_A: positive when A is lower
+    bound: float  # 2 standard errors of the difference (NaN when a side has < 2 seeds)
+    seeds_needed: int | None  # per side, to separate a within-noise gap at the observed spread
+
+    def text(self, digits: int = 2) -> str:
+        """The gap, the bound and, within noise, the seeds that would separate them."""
+        if self.outcome == OPEN:
+            return f"gap {self.gap:+.{digits}f}; fewer than 2 seeds a side: noise unknown"
+        text = f"gap {self.gap:+.{digits}f} vs noise ±{self.bound:.{digits}f}"
+        if self.outcome == WITHIN_NOISE:
+            text += (f", ~{self.seeds_needed} seeds a side to separate"
+                     if self.seeds_needed is not None else ", no gap at all")
+        return text
+
+
+def compare(a: Stat, b: Stat) -> Comparison:
+    """The stated rule for "A beats B" on an error (lower is better); see the module header.
+
+    Returns:
+        A :class:`Comparison`: *holds* when mean_B − mean_A > 2·sqrt(σ_A²/n_A + σ_B²/n_B),
+        *contradicted* when it is below minus that, *within noise* between (with the seeds a
+        side that would make the observed gap exceed the bound at the observed spread), *open*
+        when a side has fewer than two values.
+    """
+    gap = b.mean - a.mean
+    if a.n < 2 or b.n < 2 or math.isnan(gap):
+        return Comparison(OPEN, gap, math.nan, None)
+    bound = noise_bound(a, b)
+    if gap > bound:
+        return Comparison(HOLDS, gap, bound, None)
+    if gap < -bound:
+        return Comparison(CONTRADICTED, gap, bound, None)
+    if gap == 0:
+        return Comparison(WITHIN_NOISE, gap, bound, None)
+    # 2·sqrt((σ_A² + σ_B²)/n) < |gap|  ⇔  n > 4(σ_A² + σ_B²)/gap²
+    needed = math.floor(4 * (a.std**2 + b.std**2) / gap**2) + 1
+    return Comparison(WITHIN_NOISE, gap, bound, max(needed, min(a.n, b.n) + 1))
+
+
+def comparison_finding(claim: str, better: tuple[str, Stat], worse: tuple[str, Stat],
+                       unit: str = " %") -> Finding:
+    """The finding "``better`` beats ``worse``" judged by :func:`compare`, numbers as evidence."""
+    (la, a), (lb, b) = better, worse
+    if a.n == 0 or b.n == 0:
+        missing = [label for label, s in (better, worse) if s.n == 0]
+        return Finding.of(claim, OPEN, f"no finished runs for {', '.join(missing)}")
+    result = compare(a, b)
+    return Finding.of(claim, result.outcome,
+                      f"{la} {a}{unit} vs {lb} {b}{unit}: {result.text()}")
 
 
 def noise_bound(a: Stat, b: Stat) -> float:
@@ -298,25 +371,124 @@ def ours_cell(stat: Stat) -> str | None:
     return str(stat) if stat.n else None
 
 
-def ordering_finding(claim: str, ordered: Sequence[tuple[str, Stat]]) -> Finding:
-    """Check that each labelled error is lower than the next one ("A beats B beats C …").
+def _combined(outcomes: set[str]) -> str:
+    """Several pairs' outcomes as one: contradicted if any is, open if any is, holds if all do."""
+    if CONTRADICTED in outcomes:
+        return CONTRADICTED
+    if OPEN in outcomes:
+        return OPEN
+    return HOLDS if outcomes == {HOLDS} else WITHIN_NOISE
 
-    ``holds`` is False as soon as one adjacent pair is out of order (the evidence names it),
-    None when a group has no runs.
+
+def all_pairs_finding(claim: str, pairs: Sequence[tuple[tuple[str, Stat], tuple[str, Stat]]],
+                      unit: str = " %") -> Finding:
+    """The finding "each first beats its second", every pair judged by :func:`compare`.
+
+    It *holds* when every pair holds, is *contradicted* when any pair is, *open* when a pair
+    cannot be judged, and *within noise* otherwise; the evidence gives each pair.
+    """
+    missing = sorted({label for pair in pairs for label, s in pair if s.n == 0})
+    if missing or not pairs:
+        return Finding.of(claim, OPEN, f"no finished runs for {', '.join(missing) or 'any row'}")
+    judged = [(a, b, compare(a[1], b[1])) for a, b in pairs]
+    parts = [f"{la} {sa.short()}{unit} vs {lb} {sb.short()}{unit}: {c.outcome} ({c.text()})"
+             for (la, sa), (lb, sb), c in judged]
+    n = min(s.n for pair in pairs for _, s in pair)
+    return Finding.of(claim, _combined({c.outcome for _, _, c in judged}),
+                      "; ".join(parts) + f" (n={n})")
+
+
+def ordering_finding(claim: str, ordered: Sequence[tuple[str, Stat]]) -> Finding:
+    """Judge "A beats B beats C …" pair by pair with :func:`compare` (adjacent pairs).
+
+    The ordering *holds* when every pair holds, is *contradicted* when any pair is, is *open*
+    when a pair cannot be judged (fewer than two seeds), and is *within noise* otherwise; the
+    evidence gives each pair's outcome.
     """
     if any(stat.n == 0 for _, stat in ordered):
         missing = [label for label, stat in ordered if stat.n == 0]
-        return Finding(claim, None, f"no finished runs for {', '.join(missing)}")
-    violated = [
-        f"{a} {sa.short()} ≥ {b} {sb.short()}"
-        for (a, sa), (b, sb) in itertools.pairwise(ordered)
-        if not beats(sa, sb)
-    ]
-    numbers = " < ".join(f"{label} {stat.short()} %" for label, stat in ordered)
+        return Finding.of(claim, OPEN, f"no finished runs for {', '.join(missing)}")
+    pairs = [(a, b, compare(sa, sb)) for (a, sa), (b, sb) in itertools.pairwise(ordered)]
+    outcome = _combined({c.outcome for _, _, c in pairs})
+    numbers = ", ".join(f"{label} {stat.short()}" for label, stat in ordered)
     n = min(stat.n for _, stat in ordered)
-    if violated:
-        return Finding(claim, False, f"out of order: {'; '.join(violated)} (n={n})")
-    return Finding(claim, True, f"{numbers} (n={n})")
+    verdicts = "; ".join(f"{a} < {b}: {c.outcome} ({c.text()})" for a, b, c in pairs)
+    return Finding.of(claim, outcome, f"{numbers} % (n={n}). {verdicts}")
+
+
+# --------------------------------------------------------------------------- premises
+
+RISE_THRESHOLD = 0.10  # validation loss 10 % above its minimum at the end: the net overfits
+CONVERGED_GAIN = 0.03  # the last quarter lowers the best validation error by < 3 %: converged
+
+
+def rise_and_onset(epochs: Sequence[int], losses: Sequence[float]) -> tuple[float, int | None]:
+    """Relative rise of the last loss over the minimum, and the minimum's epoch if it overfits.
+
+    Returns:
+        (rise, onset): ``rise = last / min − 1``; ``onset`` is the epoch of the minimum when
+        ``rise > RISE_THRESHOLD``, else None.
+
+    Raises:
+        ValueError: empty or mismatched sequences.
+    """
+    if not losses or len(epochs) != len(losses):
+        raise ValueError(f"`epochs` and `losses` must be non-empty and of equal length, got "
+                         f"{len(epochs)} and {len(losses)}")
+    best = min(range(len(losses)), key=lambda i: losses[i])
+    rise = losses[-1] / losses[best] - 1.0 if losses[best] > 0 else 0.0
+    return rise, (int(epochs[best]) if rise > RISE_THRESHOLD else None)
+
+
+def overfits_premise(label: str, runs: Sequence[Any]) -> Premise:
+    """"The no-dropout net overfits": its seed-mean validation loss ends more than
+    :data:`RISE_THRESHOLD` above its minimum (the paper's nets are big enough to overfit)."""
+    check = f"{label} overfits (validation loss rises after a minimum)"
+    epochs, losses, _ = mean_curve(runs, "val_loss")
+    if not losses:
+        return Premise(check, None, "no validation curve stored")
+    rise, onset = rise_and_onset(epochs, losses)
+    best = epochs[losses.index(min(losses))]
+    return Premise(check, onset is not None,
+                   f"minimum at epoch {best} of {epochs[-1]}, last epoch {100 * rise:+.1f} % "
+                   f"above it (rule > {100 * RISE_THRESHOLD:.0f} %)")
+
+
+def converged_premise(groups: Mapping[str, Sequence[Any]]) -> Premise:
+    """"The compared runs converged": for each group, the last quarter of epochs lowers the
+    best seed-mean validation error by less than :data:`CONVERGED_GAIN` of it."""
+    check = "the compared runs converged (validation error flat over the last quarter)"
+    gains: list[tuple[str, float]] = []
+    for label, runs in groups.items():
+        _, errors, _ = mean_curve(runs, "val_error")
+        if len(errors) < 4:
+            continue
+        cut = len(errors) - len(errors) // 4
+        before, best = min(errors[:cut]), min(errors)
+        gains.append((label, (before - best) / before if before > 0 else 0.0))
+    if not gains:
+        return Premise(check, None, "no validation curves stored")
+    worst = max(gains, key=lambda item: item[1])
+    slow = [label for label, gain in gains if gain >= CONVERGED_GAIN]
+    measured = (f"largest last-quarter gain {100 * worst[1]:.1f} % ({worst[0]}; rule < "
+                f"{100 * CONVERGED_GAIN:.0f} %)")
+    if slow:
+        measured += "; still improving: " + ", ".join(slow)
+    return Premise(check, not slow, measured)
+
+
+def kept_units_premise(runs: Sequence[Any], paper_kept: int) -> Premise:
+    """"Dropout nets respect n/p" (§A.1): the fewest units a dropout net keeps in a hidden
+    layer, p·n, against the paper's design."""
+    check = "dropout nets keep the paper's p·n units per hidden layer (n/p rule, §A.1)"
+    kept = [round((1 - config_value(r, "model.drop_hidden")) * min(config_value(r,
+                                                                                "model.hidden")))
+            for r in runs if config_value(r, "model.dropout") != "none"
+            and config_value(r, "model.drop_hidden") > 0]
+    if not kept:
+        return Premise(check, None, "no dropout runs")
+    return Premise(check, min(kept) >= paper_kept,
+                   f"fewest kept: p·n = {min(kept)} (paper: {paper_kept})")
 
 
 def new_figure(ncols: int = 1, *, width: float = 5.0, height: float = 3.8) -> tuple[Any, Any]:

@@ -1,24 +1,28 @@
-"""Conv nets on CIFAR-10, CIFAR-100 and SVHN: no dropout, dropout in fc layers, everywhere
-(§6.1.2, Tables 3 and 4).
+"""Conv nets on Fashion-MNIST, CIFAR-10, CIFAR-100 and SVHN: no dropout, dropout in the fully
+connected layers, dropout everywhere (§6.1.2, Tables 3 and 4).
 
 The paper's conv nets have three 5×5 conv layers with max pooling and two fully connected
 layers, ReLU, max-norm in all layers, and retention (0.9, 0.75, 0.75, 0.5, 0.5, 0.5) from the
 input to the top. Three variants per data set: no dropout; dropout in the fully connected
-layers only; dropout in all layers. The data are the user's own copies (``--data-dir``); the
-experiment runs on every one of CIFAR-10, CIFAR-100 and SVHN it finds there, and ``all`` skips
-it with the reason when there is none.
+layers only; dropout in all layers. CIFAR and SVHN are the user's own copies
+(``--data-dir``); Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (or
+``--data-dir``), the real images this experiment has offline. It runs on every one of them it
+finds, and ``all`` skips it with the reason when there is none.
 
 Below the paper budget the filter counts and fc widths are divided (quick: 16-16-32 filters,
 2 × 128 fc units, a 10k-example subset, 12 epochs), and the paper budget's optimiser settings
 for conv nets (lr 0.05 decaying 1 % per epoch, momentum 0.5 → 0.95, standardized inputs) are
 our choice: shared/paper.md does not give them.
 
-Rules: "dropout in all layers beats dropout in fc layers beats no dropout" on mean test error,
-per data set.
+Rules (``common.compare``, noise-aware), per data set: "dropout in all layers beats dropout in
+fc layers beats no dropout" pair by pair; "dropout beats no dropout" (all layers vs none); and
+"dropout in all layers beats dropout in the fc layers only" (the paper's point that dropout
+helps in convolutional layers too).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,9 @@ from dropoutlab.errors import DataError
 from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     base_config,
+    comparison_finding,
     config_value,
+    converged_premise,
     diff_cell,
     drop_from_retain,
     finished,
@@ -38,14 +44,15 @@ from dropoutlab.experiments.common import (
     new_figure,
     ordering_finding,
     ours_cell,
+    overfits_premise,
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import TABLE4
-from dropoutlab.report.content import Analysis, Figure, Table
+from dropoutlab.report.content import Analysis, Deviation, Figure, Table
 
-__all__ = ["EXPERIMENT", "ConvNets", "find_datasets"]
+__all__ = ["EXPERIMENT", "ConvNets", "fashion_available", "find_datasets"]
 
-DATASETS = ("cifar10", "cifar100", "svhn")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "svhn")
 VARIANTS = ("no dropout", "dropout in fc layers", "dropout in all layers")
 RETAIN_ALL = (0.9, 0.75, 0.75, 0.5, 0.5, 0.5)  # input, conv1, conv2, conv3, fc1, fc2 (§6.1.2)
 
@@ -59,14 +66,64 @@ _SCALE: dict[str, dict[str, Any]] = {
 }
 
 
+# Fashion-MNIST (28 × 28 grey images): its own table, since smoke must stay seconds.
+# quick: the paper's three conv + two fc layers with max pooling and its retention per layer;
+# filters ÷6–8 and fc ÷8 (a CPU runs 5×5 convolutions at ~10 GFLOP/s: 16-16-32 filters cost
+# ~5 MFLOP an image, the paper's 96-128-256 ~100), a 10k subset so the no-dropout net overfits
+# (§A.1's regime) and 20 epochs; max-norm c = 4 and lr 0.05 as the CIFAR quick design.
+_FASHION_SCALE: dict[str, dict[str, Any]] = {
+    "smoke": {"model.conv_channels": (4, 4, 8), "model.conv_fc": (16, 16), "epochs": 1,
+              "data.train_size": 1_000},
+    "quick": {"model.conv_channels": (16, 16, 32), "model.conv_fc": (256, 256), "epochs": 20,
+              "data.train_size": 10_000},
+    "paper": {"model.conv_channels": (96, 128, 256), "model.conv_fc": (2048, 2048),
+              "epochs": 300, "data.train_size": None},
+}
+
+
+_DEVIATIONS = {"quick": (
+    Deviation("data", "CIFAR-10/100, SVHN", "Fashion-MNIST (a 10k subset); CIFAR/SVHN when "
+              "given with --data-dir", "the real images available offline (Debian's "
+              "dataset-fashion-mnist); 10k so the no-dropout net overfits"),
+    Deviation("widths", "filters 96-128-256 (?), fc 2048-2048 (?)",
+              "filters 16-16-32, fc 256-256", "cost: 5×5 convolutions run at ~10 GFLOP/s on a "
+              "CPU core; the paper's filters cost ~20× more per image"),
+    Deviation("epochs", "not stated", "20 epochs (2000 updates)", "cost"),
+    Deviation("recipe", "max-norm in all layers, retention 0.9/0.75/0.75/0.5/0.5/0.5",
+              "the same; c = 4, lr 0.05 × 0.97/epoch, standardized inputs",
+              "the paper gives no learning rate for its conv nets"),
+)}
+
+
+def _has_fashion(directory: Path) -> bool:
+    return all(any((directory / f"{name}{gz}").is_file() for gz in ("", ".gz"))
+               for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+
+
+def fashion_available(data_dir: str | None) -> bool:
+    """Whether Fashion-MNIST's IDX files are in ``data_dir`` or the Debian package's folder."""
+    from dropoutlab.data import sources
+
+    return (data_dir is not None and _has_fashion(Path(data_dir))) or \
+        _has_fashion(Path(sources.FASHION_DEFAULT_DIR))
+
+
+def fashion_dir(data_dir: str | None) -> str | None:
+    """The ``data.data_dir`` of Fashion-MNIST runs: ``data_dir`` when its IDX files are there,
+    else None (the loader's default, the Debian package's folder)."""
+    return data_dir if data_dir is not None and _has_fashion(Path(data_dir)) else None
+
+
 def find_datasets(data_dir: str | None) -> list[str]:
-    """The conv-net data sets whose files are in ``data_dir`` (looked up as the loaders do)."""
+    """The conv-net data sets whose files are in ``data_dir`` (looked up as the loaders do),
+    Fashion-MNIST first when it is there or installed."""
+    found = ["fashion-mnist"] if fashion_available(data_dir) else []
     if data_dir is None:
-        return []
+        return found
     from dropoutlab.data import sources
 
     directory = Path(data_dir)
-    found = []
     for name in ("cifar10", "cifar100"):
         try:
             sources._cifar_files(directory, name)  # the loader's own lookup of the files
@@ -92,20 +149,25 @@ class ConvNets(GridExperiment):
     """Tables 3–4: conv nets with no dropout, dropout in fc layers, dropout in all layers."""
 
     name = "conv-nets"
-    title = "Conv nets on CIFAR-10/100 and SVHN"
+    title = "Conv nets on Fashion-MNIST, CIFAR-10/100 and SVHN"
     paper_ref = "Tables 3, 4"
-    summary = "conv net on CIFAR-10/100 or SVHN from --data-dir: no / fc-only / all-layer dropout"
+    deviation_table = _DEVIATIONS
+    summary = ("conv net on Fashion-MNIST or CIFAR/SVHN (--data-dir): no / fc-only / "
+               "all-layer dropout")
     datasets: tuple[str, ...] = DATASETS
 
     def missing_data(self, data_dir: str | None) -> str | None:
         """Why the experiment cannot run with ``data_dir``, or None when a data set is there."""
+        if find_datasets(data_dir):
+            return None
         if data_dir is None:
-            return ("needs --data-dir with CIFAR-10, CIFAR-100 (binary or python batches) or "
-                    "SVHN (train_32x32.mat, test_32x32.mat)")
-        if not find_datasets(data_dir):
-            return (f"no CIFAR-10, CIFAR-100 or SVHN files in {data_dir!r} (looked for "
-                    "test_batch(.bin), test(.bin) and train_32x32.mat/test_32x32.mat)")
-        return None
+            return ("needs Fashion-MNIST (apt-get install dataset-fashion-mnist) or --data-dir "
+                    "with CIFAR-10, CIFAR-100 (binary or python batches) or SVHN "
+                    "(train_32x32.mat, test_32x32.mat)")
+        return (f"no Fashion-MNIST, CIFAR-10, CIFAR-100 or SVHN files in {data_dir!r} (looked "
+                "for the IDX files, test_batch(.bin), test(.bin) and "
+                "train_32x32.mat/test_32x32.mat) and Fashion-MNIST is not installed "
+                "(apt-get install dataset-fashion-mnist)")
 
     def grid(self, budget: str, data_dir: str | None) -> dict[str, RunConfig]:
         """Three variants × every data set found in ``data_dir``.
@@ -126,9 +188,16 @@ class ConvNets(GridExperiment):
                                        "optim.momentum_updates": 10_000})
         elif budget == "quick":
             base = with_changes(base, {"optim.lr": 0.05})
-        return {f"{dataset} {variant}":
-                variant_config(with_changes(base, {"data.dataset": dataset}), variant)
-                for dataset in find_datasets(data_dir) for variant in VARIANTS}
+        grid: dict[str, RunConfig] = {}
+        for dataset in find_datasets(data_dir):
+            if dataset == "fashion-mnist":
+                config = with_changes(base, {**_FASHION_SCALE[budget], "data.dataset": dataset,
+                                             "data.data_dir": fashion_dir(data_dir)})
+            else:
+                config = with_changes(base, {"data.dataset": dataset})
+            grid |= {f"{dataset} {variant}": variant_config(config, variant)
+                     for variant in VARIANTS}
+        return grid
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Tables 3–4 beside the paper, per data set, with the ordering finding."""
@@ -154,6 +223,21 @@ class ConvNets(GridExperiment):
             analysis.findings.append(ordering_finding(
                 f"{dataset}: dropout in all layers < dropout in fc layers < no dropout",
                 [(v, stats[v]) for v in reversed(VARIANTS)]))
+            analysis.findings.append(comparison_finding(
+                f"{dataset}: dropout beats no dropout",
+                ("dropout in all layers", stats["dropout in all layers"]),
+                ("no dropout", stats["no dropout"])))
+            analysis.findings.append(comparison_finding(
+                f"{dataset}: dropout in all layers beats dropout in the fc layers only",
+                ("all layers", stats["dropout in all layers"]),
+                ("fc layers only", stats["dropout in fc layers"])))
+            if by_variant.get("no dropout"):
+                analysis.premises.append(overfits_premise(f"{dataset}: the no-dropout net",
+                                                          by_variant["no dropout"]))
+            if by_variant:
+                premise = converged_premise(by_variant)
+                analysis.premises.append(dataclasses.replace(
+                    premise, check=f"{dataset}: {premise.check}"))
         ax.set_xticks(range(len(by_dataset)), sorted(by_dataset))
         ax.set(ylabel="test error %", title="grey: no dropout, orange: fc only, blue: all")
         analysis.tables.append(Table(

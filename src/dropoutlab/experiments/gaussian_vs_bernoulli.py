@@ -9,8 +9,8 @@ Both variants share everything else (retention 0.8 input, 0.5 hidden, i.e. σ = 
 max-norm, recipe); several seeds each, mean ± std. Below the paper budget the widths are
 divided by the budget's factor (quick: 2, so 2×512).
 
-Rule: "Gaussian is within noise of, or better than, Bernoulli" when Gaussian's mean test error
-is lower, or |Δ| ≤ 2·sqrt(σ_G²/n + σ_B²/n).
+Rule: "Gaussian is within noise of, or better than, Bernoulli" unless ``common.compare``
+finds Gaussian worse beyond noise (then it is contradicted).
 """
 
 from __future__ import annotations
@@ -22,21 +22,29 @@ from dropoutlab.config import RunConfig, with_changes
 from dropoutlab.experiments.base import GridExperiment
 from dropoutlab.experiments.common import (
     base_config,
-    beats,
+    compare,
     config_value,
+    converged_premise,
     diff_cell,
     drop_from_retain,
     finished,
     group_by,
     metric_stat,
     new_figure,
-    noise_bound,
     ours_cell,
     status_note,
-    within_noise,
 )
 from dropoutlab.experiments.paper_numbers import TABLE10, TABLE10_STD
-from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.report.content import (
+    CONTRADICTED,
+    HOLDS,
+    OPEN,
+    Analysis,
+    Deviation,
+    Figure,
+    Finding,
+    Table,
+)
 
 __all__ = ["EXPERIMENT", "GaussianVsBernoulli"]
 
@@ -50,6 +58,13 @@ _SCALE: dict[str, tuple[int, dict[str, Any]]] = {
 }
 
 
+_DEVIATIONS = {"quick": (
+    Deviation("widths", "2×1024", "2×512 (÷2)", "cost: 2 kinds × 5 seeds"),
+    Deviation("data", "MNIST 50k", "a 20k subset", "cost"),
+    Deviation("epochs", "10⁶ updates", "30 epochs (6000 updates)", "cost"),
+)}
+
+
 def _kind(record: Any) -> str | None:
     value = config_value(record, "model.dropout")
     return {v: k for k, v in KINDS.items()}.get(value)
@@ -61,6 +76,7 @@ class GaussianVsBernoulli(GridExperiment):
     name = "gaussian-vs-bernoulli"
     title = "Bernoulli vs Gaussian dropout"
     paper_ref = "Table 10"
+    deviation_table = _DEVIATIONS
     summary = "2×1024 MNIST net with Bernoulli vs Gaussian noise (σ from each layer's p), seeds"
 
     def seed_count(self, budget: str) -> int:
@@ -107,15 +123,17 @@ class GaussianVsBernoulli(GridExperiment):
                                        "Blue dots: single seeds."))
         g, b = stats["Gaussian"], stats["Bernoulli"]
         if g.n and b.n:
-            close = within_noise(g, b)
-            holds = True if beats(g, b) else close
-            analysis.findings.append(Finding(
-                "Gaussian dropout is within noise of, or better than, Bernoulli dropout", holds,
-                f"Gaussian {g} % vs Bernoulli {b} %; 2 std. errors = {noise_bound(g, b):.2f}"))
+            judged = compare(g, b)  # "or better": only Bernoulli better beyond noise contradicts
+            outcome = judged.outcome if judged.outcome in (CONTRADICTED, OPEN) else HOLDS
+            analysis.findings.append(Finding.of(
+                "Gaussian dropout is within noise of, or better than, Bernoulli dropout", outcome,
+                f"Gaussian {g} % vs Bernoulli {b} %: {judged.outcome} ({judged.text()})"))
         else:
             analysis.findings.append(Finding(
                 "Gaussian dropout is within noise of, or better than, Bernoulli dropout", None,
                 "needs finished runs of both kinds"))
+        if groups:
+            analysis.premises.append(converged_premise(groups))
         if records:
             cfg = records[0].config
             analysis.notes.append(

@@ -51,7 +51,9 @@ from dropoutlab.experiments.common import (
     retain_from_drop,
     status_note,
 )
-from dropoutlab.report.content import Analysis, Figure, Finding, Table
+from dropoutlab.experiments.cost import RunCost
+from dropoutlab.report.content import Analysis, Deviation, Figure, Finding, Table
+from dropoutlab.sweeps.job import Job
 
 __all__ = ["EXPERIMENT", "MarginalizedRegression", "closed_form", "run_task", "synthetic_problem"]
 
@@ -65,6 +67,12 @@ _SCALE: dict[str, dict[str, Any]] = {
     "paper": {"retentions": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "epochs": 1000,
               "train_size": 2000},
 }
+
+
+_DEVIATIONS = {"quick": (
+    Deviation("retentions", "any p (an identity)", "p = 0.2, 0.5, 0.8",
+              "three points of the identity, seconds each"),
+)}
 
 
 def synthetic_problem(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +178,7 @@ class MarginalizedRegression(GridExperiment):
     name = "marginalized-regression"
     title = "Dropout linear regression = data-dependent ridge regression"
     paper_ref = "Section 9.1"
+    deviation_table = _DEVIATIONS
     summary = "dropout linear regression by SGD vs the closed form with Γ = diag(XᵀX)^½"
     datasets: tuple[str, ...] = ()  # synthetic data drawn from the run seed
 
@@ -185,6 +194,13 @@ class MarginalizedRegression(GridExperiment):
                                           "data.train_size": scale["train_size"]})
         return {f"retention p={p}": with_changes(base, {"model.drop_input": drop_from_retain(p)})
                 for p in scale["retentions"]}
+
+    def cost(self, job: Job) -> RunCost:
+        """SGD on an N × D least-squares problem: ~6·D FLOPs per example and update step."""
+        config = job.config
+        n = config.data.train_size or 1000
+        updates = config.epochs * math.ceil(n / config.optim.batch_size)
+        return RunCost(updates, 6.0 * FEATURES * n * config.epochs, 0.0)
 
     def analyze(self, records: Sequence[Any]) -> Analysis:
         """Distance of the SGD solution to the closed form and to OLS, per retention p."""

@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
 
-__all__ = ["Analysis", "Figure", "Finding", "PaperValue", "Table"]
+__all__ = ["CONTRADICTED", "HOLDS", "OPEN", "OUTCOMES", "WITHIN_NOISE", "Analysis", "Deviation",
+           "Figure", "Finding", "PaperValue", "Premise", "Table"]
+
+# A finding's outcome (design.md): better beyond noise, worse beyond noise, neither; or open
+# when the runs cannot judge (missing runs, a single seed).
+HOLDS = "holds"
+CONTRADICTED = "contradicted"
+WITHIN_NOISE = "within noise"
+OPEN = "open"
+OUTCOMES = (HOLDS, CONTRADICTED, WITHIN_NOISE, OPEN)
+_HOLDS_OF = {HOLDS: True, CONTRADICTED: False, WITHIN_NOISE: None, OPEN: None}
 
 
 @dataclass(frozen=True)
@@ -67,13 +77,65 @@ class Finding:
 
     Attributes:
         claim: The paper's claim in one sentence, e.g. "dropout beats no dropout".
-        holds: True / False as measured; None when the runs cannot decide (e.g. too few seeds).
+        holds: True when the claim holds, False when it is contradicted, None otherwise
+            (within noise, or the runs cannot decide).
         evidence: The numbers behind the verdict, e.g. "1.31 ± 0.04 % vs 1.62 ± 0.05 % (n=3)".
+        outcome: One of :data:`OUTCOMES`; left empty, it follows ``holds`` (True: holds,
+            False: contradicted, None: open). :meth:`of` builds a finding from an outcome.
     """
 
     claim: str
     holds: bool | None
     evidence: str
+    outcome: str = ""
+
+    def __post_init__(self) -> None:
+        outcome = self.outcome or {True: HOLDS, False: CONTRADICTED, None: OPEN}[self.holds]
+        if outcome not in OUTCOMES:
+            raise ValueError(f"`outcome` must be one of {OUTCOMES}, got outcome={outcome!r}")
+        if _HOLDS_OF[outcome] is not self.holds:
+            raise ValueError(f"`holds` must be {_HOLDS_OF[outcome]} for outcome {outcome!r}, "
+                             f"got holds={self.holds!r}")
+        object.__setattr__(self, "outcome", outcome)
+
+    @classmethod
+    def of(cls, claim: str, outcome: str, evidence: str) -> Finding:
+        """The finding with ``outcome`` (``holds`` set to match)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"`outcome` must be one of {OUTCOMES}, got outcome={outcome!r}")
+        return cls(claim, _HOLDS_OF[outcome], evidence, outcome)
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One way a budget's design departs from the paper, and why (the budget table's reason).
+
+    Attributes:
+        aspect: What changed: "data", "widths", "epochs", "recipe", ….
+        paper: The paper's choice.
+        ours: This budget's choice.
+        reason: Why (a paper rule, a validation measurement, or the cost).
+    """
+
+    aspect: str
+    paper: str
+    ours: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Premise:
+    """A check that a scaled-down design keeps the regime of the paper's nets (design.md).
+
+    Attributes:
+        check: The premise, e.g. "the no-dropout net overfits".
+        passed: True / False as measured; None when the runs cannot tell.
+        measured: The numbers behind it.
+    """
+
+    check: str
+    passed: bool | None
+    measured: str
 
 
 @dataclass
@@ -87,3 +149,6 @@ class Analysis:
     figures: list[Figure] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    deviations: list[Deviation] = field(default_factory=list)  # this budget vs the paper
+    premises: list[Premise] = field(default_factory=list)  # the regime checks, measured
+    missing_rows: list[str] = field(default_factory=list)  # grid rows not run (--rows)

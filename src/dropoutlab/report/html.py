@@ -1,8 +1,9 @@
 """The report as one static HTML page: no server, no network, no JavaScript.
 
 Layout: a header (budget, data, hardware, versions, seeds, wall time per experiment, git commit,
-date), a short table of contents, then one section per experiment — title and paper reference,
-the findings first (✓ holds, ✗ does not hold, ? the runs cannot decide) with their evidence,
+date), each experiment's deviations from the paper with its premise checks, a
+short table of contents, then one section per experiment — title and paper reference,
+the findings first (✓ holds, ✗ contradicted, ≈ within noise, ? open) with their evidence,
 the figures (PNG, linking to the SVG), the tables beside the paper's numbers (linking to the
 Markdown and CSV files), and the notes on what was scaled down from the paper. Experiments that
 could not run (data absent) get a section saying what was skipped and why.
@@ -19,10 +20,18 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from dropoutlab.report.content import Analysis, Finding, PaperValue
+from dropoutlab.report.content import (
+    CONTRADICTED,
+    HOLDS,
+    OPEN,
+    WITHIN_NOISE,
+    Analysis,
+    Finding,
+    PaperValue,
+)
 from dropoutlab.report.figures import PNG_DPI
 from dropoutlab.report.header import ReportMeta, format_seconds, short_commit
-from dropoutlab.report.tables import format_cell, verdict
+from dropoutlab.report.tables import format_cell, outcome_counts, verdict
 
 __all__ = ["ExperimentFiles", "Skipped", "render_page"]
 
@@ -58,6 +67,7 @@ class ExperimentFiles:
 _CSS = """
 :root { color-scheme: light; --ink:#1d232b; --muted:#5b6673; --line:#dde2e8; --soft:#f5f7fa;
   --ok:#1a7f37; --okbg:#e6f4ea; --bad:#c0392b; --badbg:#fbeaea; --open:#8a6d00; --openbg:#fdf6dc;
+  --noise:#4a5a6a; --noisebg:#e9eef3;
   --accent:#2457a6; }
 * { box-sizing: border-box; }
 body { margin:0; font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,
@@ -74,6 +84,7 @@ h3 { font-size:1.05rem; margin:22px 0 8px; }
 .pill.ok { background:var(--okbg); color:var(--ok); }
 .pill.bad { background:var(--badbg); color:var(--bad); }
 .pill.open { background:var(--openbg); color:var(--open); }
+.pill.noise { background:var(--noisebg); color:var(--noise); }
 .meta { display:grid; grid-template-columns:max-content 1fr; gap:4px 18px; margin:0;
   padding:14px 18px; background:var(--soft); border:1px solid var(--line); border-radius:8px;
   font-size:.93rem; }
@@ -92,10 +103,11 @@ section.skipped { color:var(--muted); }
 .findings li.ok { background:var(--okbg); }
 .findings li.bad { background:var(--badbg); }
 .findings li.open { background:var(--openbg); }
+.findings li.noise { background:var(--noisebg); }
 .mark { grid-row:span 2; width:26px; height:26px; border-radius:50%; color:#fff;
   display:flex; align-items:center; justify-content:center; font-weight:700; }
 .ok .mark { background:var(--ok); } .bad .mark { background:var(--bad); }
-.open .mark { background:var(--open); }
+.open .mark { background:var(--open); } .noise .mark { background:var(--noise); }
 .claim { font-weight:600; }
 .evidence { color:var(--muted); font-size:.93rem; font-variant-numeric:tabular-nums; }
 .figures { display:grid; grid-template-columns:repeat(auto-fill,minmax(440px,1fr)); gap:18px; }
@@ -129,17 +141,14 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _tone(holds: bool | None) -> str:
-    return {True: "ok", False: "bad", None: "open"}[holds]
+_TONE = {HOLDS: "ok", CONTRADICTED: "bad", WITHIN_NOISE: "noise", OPEN: "open"}
+_MARK = {HOLDS: "✓", CONTRADICTED: "✗", WITHIN_NOISE: "≈", OPEN: "?"}
 
 
-def _mark(holds: bool | None) -> str:
-    return {True: "✓", False: "✗", None: "?"}[holds]
-
-
-def _tally(findings: Sequence[Finding]) -> tuple[int, int, int]:
-    return (sum(f.holds is True for f in findings), sum(f.holds is False for f in findings),
-            sum(f.holds is None for f in findings))
+def _badges(findings: Sequence[Finding]) -> str:
+    """``✓ 3 · ✗ 0 · ≈ 1 · ? 0``: the four outcomes counted apart."""
+    counts = outcome_counts(findings)
+    return " · ".join(f"{_MARK[o]} {counts[o]}" for o in (HOLDS, CONTRADICTED, WITHIN_NOISE, OPEN))
 
 
 def _is_numeric(value: Any) -> bool:
@@ -221,12 +230,44 @@ def _header(meta: ReportMeta, experiments: Sequence[ExperimentFiles],
     return f'<dl class="meta">{items}</dl>'
 
 
+def _grid(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return (f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def _deviations(experiments: Sequence[ExperimentFiles]) -> str:
+    """Per experiment: what this budget changed from the paper and why, and the premise
+    checks (did the no-dropout net overfit, did the runs converge) with measured values."""
+    blocks = []
+    for item in experiments:
+        a = item.analysis
+        if not (a.deviations or a.premises or a.missing_rows):
+            continue
+        parts = [f'<h3><a href="#{_e(a.experiment)}">{_e(a.title)}</a></h3>']
+        if a.deviations:
+            parts.append(_grid(["what", "paper", "ours", "why"],
+                               [[d.aspect, d.paper, d.ours, d.reason] for d in a.deviations]))
+        if a.premises:
+            mark = {True: "✓ passes", False: "✗ fails", None: "? cannot tell"}
+            parts.append(_grid(["premise check", "result", "measured"],
+                               [[p.check, mark[p.passed], p.measured] for p in a.premises]))
+        if a.missing_rows:
+            parts.append(f'<p class="caption">Rows not run (--rows): '
+                         f'{_e(", ".join(a.missing_rows))}</p>')
+        blocks.append("".join(parts))
+    if not blocks:
+        return ""
+    return ('<details class="deviations" open><summary><b>Deviations from the paper and '
+            "premise checks</b></summary>" + "".join(blocks) + "</details>")
+
+
 def _toc(experiments: Sequence[ExperimentFiles], skipped: Sequence[Skipped]) -> str:
     items = []
     for item in experiments:
         a = item.analysis
-        ok, bad, open_ = _tally(a.findings)
-        counts = f"✓ {ok} · ✗ {bad} · ? {open_}" if a.findings else "no findings"
+        counts = _badges(a.findings) if a.findings else "no findings"
         items.append(f'<li><a href="#{_e(a.experiment)}">{_e(a.title)}</a> '
                      f'<span class="counts">{_e(a.paper_ref)} — {counts}</span></li>')
     for s in skipped:
@@ -240,10 +281,10 @@ def _findings(findings: Sequence[Finding]) -> str:
         return '<p class="nothing">This experiment states no checkable findings.</p>'
     items = []
     for f in findings:
-        tone = _tone(f.holds)
         items.append(
-            f'<li class="{tone}"><span class="mark" role="img" aria-label="{verdict(f.holds)}">'
-            f'{_mark(f.holds)}</span><span class="claim">{_e(f.claim)}</span>'
+            f'<li class="{_TONE[f.outcome]}"><span class="mark" role="img" '
+            f'aria-label="{verdict(f)}">{_MARK[f.outcome]}</span>'
+            f'<span class="claim">{_e(f.claim)}</span>'
             f'<span class="evidence">{_e(f.evidence)}</span></li>')
     return f'<h3>Findings</h3><ul class="findings">{"".join(items)}</ul>'
 
@@ -321,12 +362,13 @@ def render_page(experiments: Sequence[ExperimentFiles], meta: ReportMeta,
         skipped: Experiments that were not run, each with its reason.
     """
     all_findings = [f for item in experiments for f in item.analysis.findings]
-    ok, bad, open_ = _tally(all_findings)
+    counts = outcome_counts(all_findings)
     tally = (f'<div class="tally"><span class="pill">{len(experiments)} experiment'
              f'{"s" if len(experiments) != 1 else ""} · {len(all_findings)} findings</span>'
-             f'<span class="pill ok">✓ {ok} hold</span>'
-             f'<span class="pill bad">✗ {bad} do not hold</span>'
-             f'<span class="pill open">? {open_} undecided</span>'
+             f'<span class="pill ok">✓ {counts[HOLDS]} hold beyond noise</span>'
+             f'<span class="pill bad">✗ {counts[CONTRADICTED]} contradicted beyond noise</span>'
+             f'<span class="pill noise">≈ {counts[WITHIN_NOISE]} within noise</span>'
+             f'<span class="pill open">? {counts[OPEN]} open</span>'
              + (f'<span class="pill">{len(skipped)} skipped</span>' if skipped else "")
              + "</div>")
     sections = "".join(_section(item, meta) for item in experiments)
@@ -341,7 +383,8 @@ def render_page(experiments: Sequence[ExperimentFiles], meta: ReportMeta,
         '<p class="sub">Our runs beside the paper\'s published numbers. The paper\'s p is the '
         "<em>retention</em> probability; values marked (?) could not be checked against the "
         "printed paper.</p>"
-        f"{tally}{_header(meta, experiments, skipped)}{_toc(experiments, skipped)}{sections}"
+        f"{tally}{_header(meta, experiments, skipped)}{_deviations(experiments)}"
+        f"{_toc(experiments, skipped)}{sections}"
         "<footer>Made by dropoutlab. Tables: ours as mean ± std (n seeds), the paper's number "
         "and the difference. Figures redraw the paper's.</footer>"
         "</main></body></html>\n"

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from dropoutlab.atomic_io import atomic_write_text
-from dropoutlab.report.content import Finding, PaperValue, Table
+from dropoutlab.report.content import OUTCOMES, Finding, PaperValue, Table
 
 __all__ = [
     "MISSING",
     "findings_text",
     "format_cell",
     "format_number",
+    "outcome_counts",
+    "outcome_summary",
     "table_to_csv",
     "table_to_markdown",
     "verdict",
@@ -129,9 +131,27 @@ def write_table(table: Table, directory: Path) -> tuple[Path, Path]:
     return md_path, csv_path
 
 
-def verdict(holds: bool | None) -> str:
-    """A finding's verdict in one word: "holds", "fails" or "open" (the runs cannot decide)."""
-    return {True: "holds", False: "fails", None: "open"}[holds]
+def verdict(finding: Finding | bool | None) -> str:
+    """A finding's outcome in words: "holds", "contradicted", "within noise" or "open".
+
+    A bare ``holds`` value (True / False / None) reads as holds / contradicted / open.
+    """
+    if isinstance(finding, Finding):
+        return finding.outcome
+    return {True: "holds", False: "contradicted", None: "open"}[finding]
+
+
+def outcome_counts(findings: Sequence[Finding]) -> dict[str, int]:
+    """How many findings have each outcome, in the order of :data:`OUTCOMES`."""
+    return {outcome: sum(f.outcome == outcome for f in findings) for outcome in OUTCOMES}
+
+
+def outcome_summary(findings: Sequence[Finding]) -> str:
+    """``"21 hold · 2 within noise · 0 contradicted · 1 open (of 24)"``."""
+    counts = outcome_counts(findings)
+    parts = [f"{counts['holds']} hold", f"{counts['within noise']} within noise",
+             f"{counts['contradicted']} contradicted", f"{counts['open']} open"]
+    return " · ".join(parts) + f" (of {len(findings)})"
 
 
 def findings_text(rows: Sequence[tuple[str, Finding]], *, width: int = 100) -> str:
@@ -151,7 +171,7 @@ def findings_text(rows: Sequence[tuple[str, Finding]], *, width: int = 100) -> s
         return "no findings"
     width = max(width, 60)
     name_w = max(len("experiment"), *(len(name) for name, _ in rows))
-    verdict_w = len("verdict")
+    verdict_w = len("within noise")
     rest = width - name_w - verdict_w - 6
     claim_w = max(rest // 2, 16)
     evidence_w = max(rest - claim_w, 16)
@@ -161,9 +181,10 @@ def findings_text(rows: Sequence[tuple[str, Finding]], *, width: int = 100) -> s
         claim = textwrap.wrap(finding.claim, claim_w) or [""]
         evidence = textwrap.wrap(finding.evidence, evidence_w) or [""]
         for i in range(max(len(claim), len(evidence))):
-            first = (name, verdict(finding.holds)) if i == 0 else ("", "")
+            first = (name, verdict(finding)) if i == 0 else ("", "")
             lines.append(
                 f"{first[0]:<{name_w}}  {first[1]:<{verdict_w}}  "
                 f"{claim[i] if i < len(claim) else '':<{claim_w}}  "
                 f"{evidence[i] if i < len(evidence) else ''}")
+    lines.append(outcome_summary([finding for _, finding in rows]))
     return "\n".join(line.rstrip() for line in lines)
