@@ -23,6 +23,7 @@ from dropoutlab.tune import (
     _Speed,
     parse_time,
     stat,
+    tune,
     tune_model,
 )
 
@@ -208,6 +209,8 @@ def test_tune_model_searches_a_users_own_builder(tmp_path: Path) -> None:
         tune_model(lambda p, q: None, base, time_budget=5)
     with pytest.raises(ConfigError, match="scale_width"):
         tune_model(small_digits_net, base, time_budget=5, space=TuneSpace(scale_width=True))
+    with pytest.raises(ConfigError, match="does not use"):
+        tune(with_changes(base, {"model.kind": "convnet"}), time_budget=5)
 
 
 def test_tune_refuses_bad_flags_without_traceback(tmp_path: Path,

@@ -549,6 +549,10 @@ def tune(base: RunConfig, *, time_budget: float | str, space: TuneSpace | None =
     if base.model.kind == "autoencoder":
         raise ConfigError("tune chooses by classification error; model.kind='autoencoder' has "
                           "none")
+    if base.model.kind == "convnet" and base.model.builder is None:
+        raise ConfigError("tune varies model.drop_input/drop_hidden, which the built-in conv "
+                          "net does not use (it has model.conv_drop); use model.kind='mlp', or "
+                          "tune_model with a builder of your conv net")
     workers = _workers(sweep)
     n_in, n_out = _input_output(base)
     result = TuneResult(base=base, space=space, budget_seconds=budget)
