@@ -206,3 +206,21 @@ def test_train_cli_on_a_csv_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert result["config"]["data"]["sha256"] == sha256_file(path)
     assert result["config"]["data"]["standardize"] is True
     assert "validation: a stratified 20 %" in capsys.readouterr().err
+
+
+def test_sweep_cli_on_an_npz_file(tmp_path: Path) -> None:
+    """`sweep --data` checks the file once, and the worker loads it by path and checksum."""
+    x, y = _blobs(60, d=4, classes=2)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=y)
+    store = tmp_path / "runs.sqlite"
+    status = main(["sweep", "--data", str(path), "--set", "epochs=1", "--set",
+                   "model.hidden=[8]", "--store", str(store), "--no-progress"])
+    assert status == 0
+    from dropoutlab.sweeps import Store
+
+    with Store.open_readonly(store) as db:
+        (record,) = db.records()
+    assert record.status == "done"
+    assert record.config["data"]["sha256"] == sha256_file(path)
+    assert record.config["data"]["path"] == str(path.resolve())
