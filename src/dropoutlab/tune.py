@@ -690,15 +690,21 @@ def _write_report(result: TuneResult, final: RungResult, curve: RungResult,
     assert result.baseline is not None and result.recommended is not None
     use_agg()
     chosen, baseline = result.recommended, result.baseline
-    fmt = lambda st: None if st is None or not st.n else str(st)  # noqa: E731
+    def fmt(st: Stat | None) -> str | None:
+        if st is None or not st.n:
+            return None
+        return f"{st.mean:.2f} (n=1)" if st.n == 1 else str(st)
+
     rows = []
     for rung in result.rungs[:-1]:
         for cand in sorted(rung.val, key=lambda c: (rung.val[c].mean, c.label)):
             rows.append((rung.name, cand.label, rung.epochs, len(rung.seeds),
                          fmt(rung.val[cand]), fmt(rung.train.get(cand)),
                          "yes" if cand in rung.kept or cand == baseline else ""))
+    by_val = sorted(result.finalists,
+                    key=lambda c: (final.val[c].mean if c in final.val else math.inf, c.label))
     final_rows = [(c.label, fmt(final.val.get(c)), fmt(final.train.get(c)),
-                   "✓" if c == chosen else "") for c in [baseline, *result.finalists]]
+                   "✓" if c == chosen else "") for c in [baseline, *by_val]]
     test_rows = [(f"{name}: {cand.label}", fmt(result.test.get(name)))
                  for name, cand in (("recommended", chosen), ("baseline", baseline))
                  if name in result.test and not (name == "baseline" and cand == chosen)]
@@ -870,7 +876,7 @@ def _describe(result: TuneResult, rung0: RungResult, final: RungResult, curve: R
                     key=lambda c: final.val[c].mean, default=None)
     result.covered = [
         f"time budget {budget / 60:.1f} min; used {result.seconds / 60:.1f} min wall "
-        f"(runs' estimated share {spent / 60:.1f} min on {workers} worker(s))",
+        f"(the stored run times pack into {spent / 60:.1f} min on {workers} worker(s))",
         f"{len(dropout)} dropout candidates (hidden retention "
         f"{', '.join(f'{p:g}' for p in result.space.retain_hidden)}; input retention "
         f"{', '.join(f'{p:g}' for p in result.space.retain_input)}; max-norm c "
