@@ -690,3 +690,17 @@ class TestSymlinks:
         with pytest.raises(ReportError, match="is a symbolic link"):
             write_report([analysis()], out, meta)
         assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "where nothing answers"),
+    (["--ray-address", "127.0.0.1:1"], "only used with executor='ray'"),
+    (["--workers", "4096"], "must not exceed the"),
+])
+def test_refused_sweep_creates_nothing(flags: list[str], words: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Executor settings that cannot work are refused before the store or any folder exists."""
+    code, err = cli(["sweep", "--task", TASK, "--store", str(tmp_path / "s.sqlite"), *flags],
+                    capsys)
+    assert_one_line_error(code, err, words)
+    assert list(tmp_path.iterdir()) == []

@@ -35,7 +35,13 @@ from typing import Any
 from dropoutlab.errors import DropoutlabError
 from dropoutlab.provenance import git_commit
 from dropoutlab.run_status import FINAL_STATUSES
-from dropoutlab.sweeps.executors import EXECUTORS, Executor, WorkItem, make_executor
+from dropoutlab.sweeps.executors import (
+    EXECUTORS,
+    Executor,
+    WorkItem,
+    check_executor,
+    make_executor,
+)
 from dropoutlab.sweeps.job import Job, resolve_task
 from dropoutlab.sweeps.progress import SweepProgress
 from dropoutlab.sweeps.store import DEFAULT_STORE, Store
@@ -196,6 +202,9 @@ def run_sweep(jobs: Sequence[Job], options: SweepOptions | None = None) -> Sweep
         unique.setdefault(job.key, job)
     for task in sorted({job.task for job in unique.values()}):
         resolve_task(task)  # a typo fails here, once, not in every worker
+    # Bad executor settings are refused before the store is created or touched.
+    check_executor(options.executor, workers=options.workers, threads=options.threads_per_run,
+                   ray_address=options.ray_address)
     ckpt_dir = options.checkpoints
     summary = SweepSummary(store=options.store, total=len(unique))
     with Store(options.store) as db:

@@ -24,6 +24,7 @@ checkpoints, which workers write, do).
 from __future__ import annotations
 
 import logging
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from dropoutlab.provenance import usable_cores
 from dropoutlab.sweeps.execution import execute
 from dropoutlab.sweeps.local_pool import WorkerPool, lost_outcome
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "WorkItem", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "WorkItem", "check_executor",
+           "make_executor"]
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +97,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, workers: int | None = None, threads: int = 1,
                  warm_modules: Sequence[str] = ()) -> None:
-        cores = usable_cores()
-        if workers is None:
-            workers = max(1, cores // threads)
-        if workers * threads > cores:
-            raise DropoutlabError(
-                f"`workers` × `threads_per_run` must not exceed the {cores} usable cores, got "
-                f"workers={workers} × threads_per_run={threads} = {workers * threads}"
-            )
+        workers = _local_workers(workers, threads)
         self.capacity = workers
         self._pool = WorkerPool(workers, threads, warm_modules)
         self._events: list[tuple[str, int, int]] = []
@@ -166,6 +161,8 @@ class RayExecutor(Executor):
                                   "pip install 'dropoutlab[ray]'") from None
         self._ray = ray
         self._owns_ray = False
+        if not ray.is_initialized() and address is not None:
+            _check_reachable(address)
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if address is None:
@@ -260,6 +257,54 @@ class RayExecutor(Executor):
             self._ray.shutdown()
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` nothing listens on (ray.init would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise DropoutlabError(
+            f"`ray_address` must be a running Ray cluster's head (host:port), got "
+            f"ray_address={address!r}, where nothing answers ({err.strerror or err}); start one "
+            f"with `ray start --head` or pass the address it printed") from None
+
+
+def _local_workers(workers: int | None, threads: int) -> int:
+    """The local pool's size: ``workers``, default ``cores // threads``, checked to fit."""
+    cores = usable_cores()
+    if workers is None:
+        workers = max(1, cores // threads)
+    if workers * threads > cores:
+        raise DropoutlabError(
+            f"`workers` × `threads_per_run` must not exceed the {cores} usable cores, got "
+            f"workers={workers} × threads_per_run={threads} = {workers * threads}; pass "
+            f"fewer --workers or --threads-per-run"
+        )
+    return workers
+
+
+def check_executor(name: str, *, workers: int | None = None, threads: int = 1,
+                   ray_address: str | None = None) -> None:
+    """The checks :func:`make_executor` makes, without starting anything, so a sweep can
+    refuse bad settings before it touches the store.
+
+    Raises:
+        DropoutlabError: unknown executor, ``ray_address`` without Ray, more local workers
+            than cores, or a Ray address where nothing answers.
+    """
+    if name not in EXECUTORS:
+        raise DropoutlabError(f"`executor` must be one of {EXECUTORS}, got executor={name!r}")
+    if name == "local":
+        if ray_address is not None:
+            raise DropoutlabError("`ray_address` is only used with executor='ray', got "
+                                  f"executor='local' and ray_address={ray_address!r}")
+        _local_workers(workers, threads)
+    elif ray_address is not None:
+        _check_reachable(ray_address)
+
+
 def make_executor(name: str, *, workers: int | None = None, threads: int = 1,
                   ray_address: str | None = None, warm_modules: Sequence[str] = ()) -> Executor:
     """Build the executor called ``name`` (``"local"`` or ``"ray"``).
@@ -267,11 +312,8 @@ def make_executor(name: str, *, workers: int | None = None, threads: int = 1,
     ``warm_modules`` are imported by each local worker before its first job (Ray keeps its
     own worker processes alive across tasks, so there the first task on a worker imports them).
     """
+    check_executor(name, workers=workers, threads=threads,
+                   ray_address=ray_address if name == "local" else None)
     if name == "local":
-        if ray_address is not None:
-            raise DropoutlabError("`ray_address` is only used with executor='ray', got "
-                                  f"executor='local' and ray_address={ray_address!r}")
         return LocalExecutor(workers, threads, warm_modules)
-    if name == "ray":
-        return RayExecutor(ray_address, workers, threads)
-    raise DropoutlabError(f"`executor` must be one of {EXECUTORS}, got executor={name!r}")
+    return RayExecutor(ray_address, workers, threads)

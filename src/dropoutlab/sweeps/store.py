@@ -225,8 +225,10 @@ class Store:
         try:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return db
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError:  # cannot open its journal: read-only media
             db.close()
+        except sqlite3.DatabaseError:  # corrupt: check_identity says so, naming the file
+            return db
         wal = self.path.with_name(self.path.name + "-wal")
         if wal.exists() and wal.stat().st_size > 0:
             log.warning("store %s is on read-only media with an unmerged write-ahead log; "
