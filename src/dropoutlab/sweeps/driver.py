@@ -12,7 +12,9 @@ Resume semantics (the same for ``local`` and ``ray``):
 * a run that was running when a sweep died resumes from its last checkpoint
   (``<checkpoint_dir>/<config_hash>.pt``);
 * a failed run is retried up to ``retries`` times, then reported; the sweep goes on past it
-  (a local pool worker that dies costs only the run it held an attempt);
+  (a local pool worker that dies costs only the run it held an attempt; a Ray node that dies
+  costs nothing: its runs go on elsewhere from their checkpoints, up to ``MAX_NODE_LOSSES``
+  times each);
 * Ctrl-C (SIGINT) or SIGTERM: running runs checkpoint and go back to ``pending``, the summary
   says so, and the same call resumes. A second Ctrl-C stops at once (runs still go back to
   ``pending`` and resume from their last periodic checkpoint).
