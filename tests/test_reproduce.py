@@ -219,6 +219,18 @@ class TestRowsAndEstimate:
         assert analysis.missing_rows == ["bernoulli"]
         assert "Rows not run (--rows): bernoulli" in outcome.index.read_text(encoding="utf-8")
 
+    def test_seed_major_order(self) -> None:
+        """Runs go seed by seed across experiments, keeping the grid order within a seed."""
+        from dropoutlab.reproduce import seed_major
+
+        a = FAKES["fake-dropout"].jobs("smoke", seeds=2)
+        b = FakeExperiment("fake-b").jobs("smoke", seeds=2)
+        order = [(j.experiment, j.name) for j in seed_major(a + b)]
+        assert order == [("fake-dropout", "bernoulli seed=0"), ("fake-dropout", "none seed=0"),
+                         ("fake-b", "bernoulli seed=0"), ("fake-b", "none seed=0"),
+                         ("fake-dropout", "bernoulli seed=1"), ("fake-dropout", "none seed=1"),
+                         ("fake-b", "bernoulli seed=1"), ("fake-b", "none seed=1")]
+
     def test_estimate_counts_without_training(self, fakes: None) -> None:
         """--plan's numbers: 2 runs × 1 epoch × ceil(1097/100) = 22 updates on the digits,
         FLOPs and a positive time; nothing is stored."""

@@ -58,6 +58,7 @@ __all__ = [
     "plan",
     "rebuild",
     "reproduce",
+    "seed_major",
     "select",
 ]
 
@@ -204,6 +205,13 @@ def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = 
     return plans, skipped
 
 
+def seed_major(jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` ordered seed by seed across experiments (stable: grid order within a seed), so
+    a sweep stopped early has every experiment's first seeds rather than a few experiments'
+    every seed."""
+    return sorted(jobs, key=lambda job: job.config.seed)
+
+
 def default_out_dir(store: Path, name: str, budget: str) -> Path:
     """Where a report goes without ``--out``: ``<store folder>/reports/<name>-<budget>``."""
     return Path(store).parent / "reports" / f"{name}-{budget}"
@@ -305,7 +313,7 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
     result = Reproduction(index=Path(), skipped=skipped, meta=meta)
     for s in skipped:
         say(f"skipped {s.name}: {s.reason}")
-    jobs = [job for item in plans for job in item.jobs]
+    jobs = seed_major([job for item in plans for job in item.jobs])
     sweep_started = time.time()
     if jobs:
         grids = ", ".join(f"{item.experiment.name} ({len(item.jobs)})" for item in plans)
