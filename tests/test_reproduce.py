@@ -219,17 +219,16 @@ class TestRowsAndEstimate:
         assert analysis.missing_rows == ["bernoulli"]
         assert "Rows not run (--rows): bernoulli" in outcome.index.read_text(encoding="utf-8")
 
-    def test_seed_major_order(self) -> None:
-        """Runs go seed by seed across experiments, keeping the grid order within a seed."""
-        from dropoutlab.reproduce import seed_major
+    def test_cheapest_experiment_first(self) -> None:
+        """The sweep runs whole experiments, the cheapest (fewest FLOPs) first: a fake at
+        smoke (1 epoch) before the same fake at paper (3 epochs), each in grid order."""
+        from dropoutlab.reproduce import cheapest_first
 
-        a = FAKES["fake-dropout"].jobs("smoke", seeds=2)
-        b = FakeExperiment("fake-b").jobs("smoke", seeds=2)
-        order = [(j.experiment, j.name) for j in seed_major(a + b)]
-        assert order == [("fake-dropout", "bernoulli seed=0"), ("fake-dropout", "none seed=0"),
-                         ("fake-b", "bernoulli seed=0"), ("fake-b", "none seed=0"),
-                         ("fake-dropout", "bernoulli seed=1"), ("fake-dropout", "none seed=1"),
-                         ("fake-b", "bernoulli seed=1"), ("fake-b", "none seed=1")]
+        (big,), _ = plan([FakeExperiment("fake-big")], budget="paper")
+        (small,), _ = plan([FakeExperiment("fake-small")], budget="smoke")
+        order = [(j.experiment, j.name) for j in cheapest_first([big, small])]
+        assert order == [("fake-small", "bernoulli seed=0"), ("fake-small", "none seed=0"),
+                         ("fake-big", "bernoulli seed=0"), ("fake-big", "none seed=0")]
 
     def test_estimate_counts_without_training(self, fakes: None) -> None:
         """--plan's numbers: 2 runs × 1 epoch × ceil(1097/100) = 22 updates on the digits,

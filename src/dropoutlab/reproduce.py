@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
+import math
 import os
 import re
 import time
@@ -52,13 +53,13 @@ __all__ = [
     "PlanCost",
     "Reproduction",
     "SweepOptions",
+    "cheapest_first",
     "default_out_dir",
     "estimate",
     "match_rows",
     "plan",
     "rebuild",
     "reproduce",
-    "seed_major",
     "select",
 ]
 
@@ -205,11 +206,21 @@ def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = 
     return plans, skipped
 
 
-def seed_major(jobs: Sequence[Job]) -> list[Job]:
-    """``jobs`` ordered seed by seed across experiments (stable: grid order within a seed), so
-    a sweep stopped early has every experiment's first seeds rather than a few experiments'
-    every seed."""
-    return sorted(jobs, key=lambda job: job.config.seed)
+def cheapest_first(plans: Sequence[Plan]) -> list[Job]:
+    """Every plan's jobs, the experiments in order of their estimated FLOPs (grid order within
+    one), so a sweep stopped early has whole experiments, with all their seeds, to report."""
+    from dropoutlab.experiments.cost import run_cost
+
+    def flops(item: Plan) -> float:
+        cost_of = getattr(item.experiment, "cost", None)
+        try:
+            return sum((cost_of(job) if callable(cost_of) else run_cost(job.config)).flops
+                       for job in item.jobs)
+        except (KeyError, ValueError):  # a data set of unknown size: last
+            return math.inf
+
+    ordered = sorted(plans, key=flops)  # stable: registry order among equals
+    return [job for item in ordered for job in item.jobs]
 
 
 def default_out_dir(store: Path, name: str, budget: str) -> Path:
@@ -313,7 +324,7 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
     result = Reproduction(index=Path(), skipped=skipped, meta=meta)
     for s in skipped:
         say(f"skipped {s.name}: {s.reason}")
-    jobs = seed_major([job for item in plans for job in item.jobs])
+    jobs = cheapest_first(plans)
     sweep_started = time.time()
     if jobs:
         grids = ", ".join(f"{item.experiment.name} ({len(item.jobs)})" for item in plans)

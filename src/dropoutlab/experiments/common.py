@@ -481,10 +481,10 @@ def kept_units_premise(runs: Sequence[Any], paper_kept: int) -> Premise:
     """"Dropout nets respect n/p" (§A.1): the fewest units a dropout net keeps in a hidden
     layer, p·n, against the paper's design."""
     check = "dropout nets keep the paper's p·n units per hidden layer (n/p rule, §A.1)"
-    kept = [round((1 - config_value(r, "model.drop_hidden")) * min(config_value(r,
-                                                                                "model.hidden")))
-            for r in runs if config_value(r, "model.dropout") != "none"
-            and config_value(r, "model.drop_hidden") > 0]
+    dropped = [r for r in runs if config_value(r, "model.dropout") != "none"
+               and config_value(r, "model.drop_hidden") > 0]
+    kept = [round((1 - config_value(r, "model.drop_hidden")) * min(config_value(r, "model.hidden")))
+            for r in dropped]
     if not kept:
         return Premise(check, None, "no dropout runs")
     return Premise(check, min(kept) >= paper_kept,
