@@ -74,21 +74,24 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"`{name}` must be one of {allowed}, got {name}={value!r}")
+        raise ConfigError(f"`{name}` must be one of {allowed}, got {name}={value!r}; pass one "
+                          f"of those")
 
 
 def _in_range(name: str, value: float, low: float, high: float, *, high_open: bool = False) -> None:
     ok = low <= value < high if high_open else low <= value <= high
     if math.isnan(value) or not ok:
         bracket = ")" if high_open else "]"
-        raise ConfigError(f"`{name}` must be in [{low}, {high}{bracket}, got {name}={value!r}")
+        raise ConfigError(f"`{name}` must be in [{low}, {high}{bracket}, got {name}={value!r}; "
+                          f"pass a value in that range")
 
 
 def _positive(name: str, value: float | int | None, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if value is None or math.isnan(value) or value <= 0 or math.isinf(value):
-        raise ConfigError(f"`{name}` must be a finite number > 0, got {name}={value!r}")
+        raise ConfigError(f"`{name}` must be a finite number > 0, got {name}={value!r}; pass "
+                          f"a positive value")
 
 
 @dataclass(frozen=True)
