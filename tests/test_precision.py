@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,3 +106,26 @@ class TestMixedPrecisionTraining:
         strip = [{k: v for k, v in row.items() if k != "seconds"} for row in first.history]
         assert strip == [{k: v for k, v in row.items() if k != "seconds"}
                          for row in second.history]
+
+
+class TestFlags:
+    """``--precision`` on train and sweep sets the run config's precision (auto resolved)."""
+
+    def test_train_flag(self, tmp_path: Path) -> None:
+        from dropoutlab.cli import main
+
+        out = tmp_path / "run"
+        assert main(["train", "--preset", "smoke", "--epochs", "1", "--precision", "auto",
+                     "--no-progress", "--out", str(out)]) == 0
+        stored = tomllib.loads((out / "config.toml").read_text())
+        assert stored["precision"] == resolve_precision("auto")
+
+    def test_sweep_flag(self) -> None:
+        from dropoutlab.cli import build_parser
+        from dropoutlab.cli.sweep import build_jobs
+
+        args = build_parser().parse_args(["sweep", "--set", "data.dataset=digits",
+                                          "--grid", "seed=[0, 1]", "--precision", "bf16"])
+        assert {job.config.precision for job in build_jobs(args)} == {"bf16"}
+        args = build_parser().parse_args(["sweep", "--set", "data.dataset=digits"])
+        assert {job.config.precision for job in build_jobs(args)} == {"fp32"}

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_SEED",
     "MAX_THREADS",
+    "add_precision_argument",
     "data_dir",
     "device",
     "input_file",
@@ -106,6 +107,14 @@ def device(text: str) -> str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err).removeprefix("it ")) from None
     return text
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision fp32|bf16|auto`` (default: what the config says, fp32 unless set)."""
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
+                        help="fp32, bf16 mixed precision (bf16 products and activations, fp32 "
+                        "weights and metrics), or auto: bf16 where the hardware multiplies bf16 "
+                        "natively (dropoutlab info says what auto gives here)")
 
 
 def non_empty(text: str) -> str:

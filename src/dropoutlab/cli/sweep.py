@@ -16,7 +16,14 @@ import itertools
 import tomllib
 from typing import Any
 
-from dropoutlab.cli.arguments import MAX_COUNT, MAX_SEED, input_file, int_range, non_empty
+from dropoutlab.cli.arguments import (
+    MAX_COUNT,
+    MAX_SEED,
+    add_precision_argument,
+    input_file,
+    int_range,
+    non_empty,
+)
 from dropoutlab.cli.data_options import add_data_arguments, data_changes
 from dropoutlab.cli.sweep_options import add_sweep_arguments
 from dropoutlab.sweeps.job import DEFAULT_TASK
@@ -43,6 +50,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--task", type=non_empty, default=DEFAULT_TASK, metavar="MODULE:FN",
                         help=f"what trains one config (default: {DEFAULT_TASK})")
     add_data_arguments(parser)
+    add_precision_argument(parser)
     add_sweep_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -79,6 +87,8 @@ def build_jobs(args: argparse.Namespace) -> list[Any]:
     base = (load_config(args.config, args.overrides) if args.config
             else apply_overrides(RunConfig(), args.overrides))
     changes = data_changes(args)
+    if args.precision is not None:
+        changes["precision"] = args.precision
     if changes:  # --data/--standardize, checked once here before any worker reads the file
         base = with_changes(base, changes)
     grid = parse_grid(args.grid)

@@ -25,6 +25,7 @@ from dropoutlab.cli.arguments import (
     MAX_COUNT,
     MAX_SEED,
     MAX_THREADS,
+    add_precision_argument,
     data_dir,
     device,
     input_file,
@@ -50,7 +51,7 @@ _FLAG_KEYS = {
     "lr_decay": "optim.lr_decay", "momentum": "optim.momentum_end",
     "momentum_start": "optim.momentum_start", "momentum_updates": "optim.momentum_updates",
     "epochs": "epochs", "seed": "seed", "device": "device",
-    "early_stopping": "early_stopping",
+    "early_stopping": "early_stopping", "precision": "precision",
 }
 
 
@@ -103,6 +104,7 @@ def register(subparsers: Any) -> None:
                    help="patience in epochs (val error)")
     p.add_argument("--seed", type=int_range(0, MAX_SEED))
     p.add_argument("--device", type=device, help="cpu or cuda[:N]")
+    add_precision_argument(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.l2=1e-4 (repeatable)")
     add_data_arguments(p)
