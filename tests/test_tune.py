@@ -174,6 +174,36 @@ def test_tune_on_a_csv_file_finds_overfitting_on_a_tiny_training_set(
     assert "underfitting" not in captured.out
 
 
+def test_tune_finds_that_dropout_wins_on_a_tiny_high_dimensional_set(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The known answer: 100 training rows of a 200-feature linear problem (n < d) and a
+    200-256-256-2 net. Without dropout it fits the 100 rows exactly and generalises poorly;
+    dropout acts as the data-dependent ridge penalty of §9.1 and must win beyond noise, and
+    tune must say so and recommend a dropout net."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=200)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(size=(n, 200)).astype(np.float32)
+        return x, (x @ w > 0).astype(np.int64)
+
+    (x, y), (xv, yv), (xt, yt) = draw(100), draw(1000), draw(1000)
+    np.savez(tmp_path / "lin.npz", x=x, y=y, x_val=xv, y_val=yv, x_test=xt, y_test=yt)
+    argv = ["tune", "--data", str(tmp_path / "lin.npz"), "--arch", "200-256-256-2",
+            "--time", "30s", "--epochs", "40", "--set", "optim.batch_size=10",
+            "--set", "optim.lr=0.1", "--set", "model.init=kaiming",
+            "--store", str(tmp_path / "runs.sqlite"), "--out", str(tmp_path / "r"),
+            *SMALL[:6], "--seeds", "3", *SMALL[8:]]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    diagnosis = next(line for line in out.splitlines() if line.startswith("diagnosis:"))
+    assert diagnosis.startswith("diagnosis: overfitting:") and "so better" in diagnosis
+    recommended = next(line for line in out.splitlines() if line.startswith("recommended:"))
+    assert "retain" in recommended  # a dropout net, not the baseline
+    config = load_config(tmp_path / "r" / "recommended.toml")
+    assert config.model.dropout == "bernoulli" and config.model.drop_hidden > 0
+
+
 def test_tune_on_an_npz_file_large_set_small_net_needs_no_dropout(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """2000 rows of an easy problem and an 8-unit net: dropout cannot win, and tune says so."""
