@@ -39,7 +39,6 @@ from dropoutlab.report.content import (
 )
 
 __all__ = [
-    "CONVERGED_GAIN",
     "RISE_THRESHOLD",
     "Comparison",
     "Stat",
@@ -419,7 +418,6 @@ def ordering_finding(claim: str, ordered: Sequence[tuple[str, Stat]]) -> Finding
 # --------------------------------------------------------------------------- premises
 
 RISE_THRESHOLD = 0.10  # validation loss 10 % above its minimum at the end: the net overfits
-CONVERGED_GAIN = 0.03  # the last quarter lowers the best validation error by < 3 %: converged
 
 
 def rise_and_onset(epochs: Sequence[int], losses: Sequence[float]) -> tuple[float, int | None]:
@@ -455,25 +453,27 @@ def overfits_premise(label: str, runs: Sequence[Any]) -> Premise:
 
 
 def converged_premise(groups: Mapping[str, Sequence[Any]]) -> Premise:
-    """"The compared runs converged": for each group, the last quarter of epochs lowers the
-    best seed-mean validation error by less than :data:`CONVERGED_GAIN` of it."""
-    check = "the compared runs converged (validation error flat over the last quarter)"
-    gains: list[tuple[str, float]] = []
+    """"The compared runs converged": for each group, the seed-mean validation error over the
+    last quarter of epochs does not beat the quarter before it by :func:`compare` (the
+    epochs' spread as the noise); a group that still improves beyond noise has not."""
+    check = "the compared runs converged (validation error flat over the last two quarters)"
+    judged: list[tuple[str, Comparison, float]] = []
     for label, runs in groups.items():
         _, errors, _ = mean_curve(runs, "val_error")
-        if len(errors) < 4:
+        quarter = len(errors) // 4
+        if quarter < 2:
             continue
-        cut = len(errors) - len(errors) // 4
-        before, best = min(errors[:cut]), min(errors)
-        gains.append((label, (before - best) / before if before > 0 else 0.0))
-    if not gains:
+        last, before = stat_of(errors[-quarter:]), stat_of(errors[-2 * quarter:-quarter])
+        judged.append((label, compare(last, before), before.mean))
+    if not judged:
         return Premise(check, None, "no validation curves stored")
-    worst = max(gains, key=lambda item: item[1])
-    slow = [label for label, gain in gains if gain >= CONVERGED_GAIN]
-    measured = (f"largest last-quarter gain {100 * worst[1]:.1f} % ({worst[0]}; rule < "
-                f"{100 * CONVERGED_GAIN:.0f} %)")
+    label, worst, level = max(judged, key=lambda item: item[1].gap / max(item[2], 1e-12))
+    slow = [name for name, c, _ in judged if c.outcome == HOLDS]
+    measured = (f"largest fall from the third to the last quarter {worst.gap:+.2f} points "
+                f"({100 * worst.gap / max(level, 1e-12):+.1f} %, {label}; noise "
+                f"±{worst.bound:.2f})")
     if slow:
-        measured += "; still improving: " + ", ".join(slow)
+        measured += "; still improving beyond noise: " + ", ".join(slow)
     return Premise(check, not slow, measured)
 
 
