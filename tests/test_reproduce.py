@@ -230,6 +230,29 @@ class TestRowsAndEstimate:
         assert order == [("fake-small", "bernoulli seed=0"), ("fake-small", "none seed=0"),
                          ("fake-big", "bernoulli seed=0"), ("fake-big", "none seed=0")]
 
+    @pytest.mark.parametrize("passed", [False, True])
+    def test_contradiction_beside_premises(self, passed: bool) -> None:
+        """A contradicted finding gets a note: caveated when a premise check fails, called a
+        result of the design when every premise check passes."""
+        from dropoutlab.report.content import Premise
+        from dropoutlab.reproduce import Plan, _analyze
+
+        class Contradicted(FakeExperiment):
+            def analyze(self, records: Sequence[Any]) -> Analysis:
+                return Analysis(self.name, self.title, self.paper_ref,
+                                findings=[Finding.of("a beats b", "contradicted", "e")],
+                                premises=[Premise("runs converged", passed, "m")])
+
+        experiment = Contradicted("fake-c")
+        analysis = _analyze(Plan(experiment, [], ["a"]), [], [], "smoke")
+        assert analysis is not None
+        note = analysis.notes[0]
+        if passed:
+            assert note.startswith("contradicted with every premise check passing")
+        else:
+            assert "while a premise check fails (runs converged)" in note
+        assert note.endswith("a beats b")
+
     def test_estimate_counts_without_training(self, fakes: None) -> None:
         """--plan's numbers: 2 runs × 1 epoch × ceil(1097/100) = 22 updates on the digits,
         FLOPs and a positive time; nothing is stored."""

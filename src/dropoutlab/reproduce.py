@@ -275,6 +275,17 @@ def _analyze(item: Plan, records: Sequence[RunRecord], skipped: list[Skipped],
     done = {r.config_hash for r in records if r.status == "done"}
     finished_rows = {_label(job) for job in item.jobs if job.key in done}
     analysis.missing_rows = [label for label in item.labels if label not in finished_rows]
+    failed = [p.check for p in analysis.premises if p.passed is False]
+    contradicted = [f.claim for f in analysis.findings if f.outcome == "contradicted"]
+    if failed and contradicted:
+        analysis.notes.insert(0, (
+            f"{len(contradicted)} finding(s) contradicted while a premise check fails "
+            f"({'; '.join(failed)}): these may reflect the scaled-down design rather than "
+            f"dropout — {'; '.join(contradicted)}"))
+    elif contradicted and analysis.premises:
+        analysis.notes.insert(0, (
+            f"contradicted with every premise check passing, a result of this design: "
+            f"{'; '.join(contradicted)}"))
     return analysis
 
 
