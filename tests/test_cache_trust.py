@@ -118,3 +118,33 @@ class TestTrustedCacheDir:
         folder = private_cache_dir("kernels-test")
         assert trusted_dir(folder)
         assert folder.stat().st_mode & 0o077 == 0
+
+
+def test_kernels_never_load_a_library_planted_in_a_world_writable_cache(tmp_path: Path) -> None:
+    """Copies of the real compiled libraries in a world-writable DROPOUTLAB_CACHE/kernels are
+    not loaded: a fresh process warns and builds into (or loads from) its private folder."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dropoutlab import kernels
+
+    if not kernels.available():
+        pytest.skip("native kernels unavailable on this machine")
+    library = kernels.library()
+    assert library is not None
+    planted = tmp_path / "shared" / "kernels"
+    planted.mkdir(parents=True)
+    for built in library.path.parent.glob("*.so"):
+        shutil.copy2(built, planted / built.name)
+    planted.chmod(0o777)
+    code = ("from dropoutlab import kernels\n"
+            "assert kernels.available(), kernels.require()\n"
+            "print(kernels.library().path)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "DROPOUTLAB_CACHE": str(tmp_path / "shared")},
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded = Path(done.stdout.strip().splitlines()[-1])
+    assert planted not in loaded.parents
+    assert "not loading code from the cache folder" in done.stderr

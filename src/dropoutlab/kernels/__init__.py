@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from dropoutlab import allocator
+from dropoutlab.cache_trust import UntrustedPathError, check_trusted
 from dropoutlab.kernels._build import KernelBuildError, Library, build, build_ops
 
 __all__ = [
@@ -105,7 +106,7 @@ def _load_operators(lib: Library) -> None:
     if _operators is not None:
         return
     try:
-        path = build_ops(lib)
+        path = check_trusted(build_ops(lib), "the operator library")
         torch.ops.load_library(str(path))
         found = torch.ops.dropoutlab.abi_version()
         if found != OPS_ABI_VERSION:
@@ -124,7 +125,7 @@ def _load_operators(lib: Library) -> None:
             draw_relu_dropout=namespace.draw_relu_dropout.default,
         )
         _ops_error = None
-    except (KernelBuildError, OSError, RuntimeError) as err:
+    except (KernelBuildError, OSError, RuntimeError, UntrustedPathError) as err:
         _ops_error = str(err)
         logger.debug("dropout operators unavailable, using torch: %s", err)
 

@@ -24,6 +24,7 @@ version, CPU) and is cached beside the C library.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -33,6 +34,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from dropoutlab.cache_trust import trusted_cache_dir, untrusted_reason
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +78,17 @@ class Library:
 
 
 def cache_dir() -> Path:
-    """Directory holding compiled kernels: ``$DROPOUTLAB_CACHE`` or ``~/.cache/dropoutlab``."""
+    """Directory holding compiled kernels: ``$DROPOUTLAB_CACHE/kernels`` (default
+    ``~/.cache/dropoutlab/kernels``) when it is trusted (:mod:`dropoutlab.cache_trust`: owned
+    by this user, writable by no one else), else a private per-user folder, with a warning."""
     root = os.environ.get("DROPOUTLAB_CACHE") or os.path.join("~", ".cache", "dropoutlab")
-    return Path(root).expanduser() / "kernels"
+    return _trusted_dir(str(Path(root).expanduser() / "kernels"))
+
+
+@functools.lru_cache(maxsize=8)
+def _trusted_dir(preferred: str) -> Path:
+    """:func:`~dropoutlab.cache_trust.trusted_cache_dir`, once per folder (one warning)."""
+    return trusted_cache_dir(preferred)
 
 
 def compiler() -> str:
@@ -198,7 +209,7 @@ def build() -> Library:
     for extra in _FLAG_SETS:
         path = _library_path(cc, version, extra)
         try:
-            if not path.exists():
+            if not path.exists() or untrusted_reason(path) is not None:
                 logger.info("compiling dropout kernels: %s %s", cc, " ".join(extra))
                 _compile(cc, extra, path)
             return Library(path=path, flags=_BASE_FLAGS + extra, compiler=cc, handle=_load(path))
@@ -248,7 +259,7 @@ def build_ops(c_library: Library) -> Path:
     if "-march=native" in extra:
         digest.update(_cpu_fingerprint().encode())
     target = cache_dir() / f"ops-{digest.hexdigest()[:20]}.so"
-    if target.exists():
+    if target.exists() and untrusted_reason(target) is None:
         return target
     logger.info("compiling dropout operators: %s", cxx)
     target.parent.mkdir(parents=True, exist_ok=True)
