@@ -42,6 +42,7 @@ from torch import nn
 import dropoutlab as dl
 import timing
 from dropoutlab import kernels
+from dropoutlab.provenance import cpu_model
 from timing import Timing, time_side_by_side
 
 WIDTHS = (784, 1024, 1024, 10)
@@ -228,22 +229,32 @@ def render(rows: list[tuple[str, str, str, str]], facts: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load() -> str:
     try:
         return " ".join(open("/proc/loadavg", encoding="utf-8").read().split()[:3])
     except OSError:
         return "unknown"
+
+
+def report(samples: int = 15, *, cpu_time: bool = False) -> str:
+    """The three parts (see the module docstring) as one Markdown table with its facts; the
+    caller sets torch's thread count and :data:`timing.clock`."""
+    if not kernels.operators_available():
+        return ("# dropoutlab under torch.compile\n\nskipped: the native dropout operators are "
+                "not available on this machine\n")
+    load_before = _load()
+    rows = training_rows(samples)
+    rows += fixed_cost_rows(samples)
+    rows += throughput_rows(samples)
+    facts = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs",
+        "versions": f"torch {torch.__version__}, python {platform.python_version()}",
+        "threads": str(torch.get_num_threads()),
+        "clock": "CPU time of this thread" if cpu_time else "wall time",
+        "load average (1, 5, 15 min)": f"{load_before} before, {_load()} after",
+    }
+    return render(rows, facts)
 
 
 def main() -> None:
@@ -258,21 +269,7 @@ def main() -> None:
         timing.clock = time.thread_time
     elif args.threads:
         torch.set_num_threads(args.threads)
-    if not kernels.operators_available():
-        raise SystemExit("the native dropout operators are not available on this machine")
-    load_before = _load()
-    rows = training_rows(args.samples)
-    rows += fixed_cost_rows(args.samples)
-    rows += throughput_rows(args.samples)
-    facts = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{_cpu()}, {os.cpu_count()} logical CPUs",
-        "versions": f"torch {torch.__version__}, python {platform.python_version()}",
-        "threads": str(torch.get_num_threads()),
-        "clock": "CPU time of this thread" if args.cpu_time else "wall time",
-        "load average (1, 5, 15 min)": f"{load_before} before, {_load()} after",
-    }
-    print(render(rows, facts))
+    print(report(args.samples, cpu_time=args.cpu_time))
 
 
 if __name__ == "__main__":

@@ -343,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", type=Path, default=None,
                         help="path of the plain-PyTorch MNIST script "
                              "(default: mnist_plain_torch.py beside this file)")
+    parser.add_argument("--skip-compile", action="store_true",
+                        help="leave out the torch.compile part (bench_compile.py)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time single-threaded CPU time instead of wall time (a per-core "
                              "comparison that stays meaningful on a busy machine)")
@@ -354,6 +356,19 @@ def main(argv: list[str] | None = None) -> int:
 
     report = run(mnist=not args.skip_mnist, peer=args.peer, cpu_time=args.cpu_time,
                  progress=progress)
+    if not args.skip_compile:
+        progress("torch.compile: the MLP step eager and compiled, fixed cost, throughput")
+        import bench_compile
+
+        threads = torch.get_num_threads()
+        if args.cpu_time:
+            torch.set_num_threads(1)
+            timing.clock = time.thread_time
+        try:
+            report += "\n" + bench_compile.report(cpu_time=args.cpu_time)
+        finally:
+            torch.set_num_threads(threads)
+            timing.clock = time.perf_counter
     print(report, end="")
     if not args.no_write:
         args.output.write_text(report, encoding="utf-8")

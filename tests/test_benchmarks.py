@@ -106,6 +106,19 @@ class TestBench:
         args = build_parser().parse_args(["bench", "--no-write", "--skip-mnist"])
         assert args.command == "bench" and args.no_write and args.skip_mnist
 
+    def test_cli_forwards_its_flags_to_the_suite(self) -> None:
+        """`dropoutlab bench` runs benchmarks/bench_dropout.py with the same flags, which that
+        script's own parser accepts."""
+        from dropoutlab.cli import build_parser
+        from dropoutlab.cli.bench import find_suite, suite_arguments
+
+        args = build_parser().parse_args(["bench", "--no-write", "--skip-mnist",
+                                          "--skip-compile", "--cpu-time"])
+        argv = suite_arguments(args)
+        assert argv == ["--output", "BENCHMARKS.md", "--no-write", "--skip-mnist",
+                        "--skip-compile", "--cpu-time"]
+        assert find_suite().resolve() == Path(bench.__file__).resolve()
+
     def test_cpu_epoch_cost_cancels_setup(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """(cost(3 epochs) − cost(1 epoch)) / 2 removes the fixed setup cost."""
 

@@ -29,6 +29,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only, write no file")
     parser.add_argument("--skip-mnist", action="store_true",
                         help="leave out the quick-MNIST epoch comparison")
+    parser.add_argument("--skip-compile", action="store_true",
+                        help="leave out the torch.compile part (benchmarks/bench_compile.py)")
     parser.add_argument("--peer", type=input_file, default=None,
                         help="path of the plain-PyTorch MNIST script "
                              "(default: benchmarks/mnist_plain_torch.py)")
@@ -58,6 +60,7 @@ def suite_arguments(args: argparse.Namespace) -> list[str]:
     argv = ["--output", str(args.output)]
     argv += ["--no-write"] if args.no_write else []
     argv += ["--skip-mnist"] if args.skip_mnist else []
+    argv += ["--skip-compile"] if args.skip_compile else []
     argv += ["--peer", str(args.peer)] if args.peer is not None else []
     argv += ["--cpu-time"] if args.cpu_time else []
     return argv
