@@ -12,6 +12,7 @@ import pytest
 from dropoutlab.cli import main
 from dropoutlab.config import RunConfig, load_config, with_changes
 from dropoutlab.errors import ConfigError
+from dropoutlab.experiments.common import stat_of
 from dropoutlab.sweeps import Store, SweepOptions
 from dropoutlab.tune import (
     Candidate,
@@ -22,7 +23,6 @@ from dropoutlab.tune import (
     _plan,
     _Speed,
     parse_time,
-    stat,
     tune,
     tune_model,
 )
@@ -92,10 +92,10 @@ class TestRules:
         baseline = Candidate(1.0, 1.0, None, 0.1, (64,))
         dropout = Candidate(0.5, 0.8, 3.0, 0.3, (64,))
         final = RungResult("final", 10, (0, 1, 2))
-        final.val = {baseline: stat(base_val), dropout: stat(drop_val)}
-        final.train = {baseline: stat(base_train), dropout: stat([3.0, 3.1, 3.2])}
-        rung0 = RungResult("rung 0", 1, (0,), val={baseline: stat([30.0]),
-                                                   dropout: stat([31.0])})
+        final.val = {baseline: stat_of(base_val), dropout: stat_of(drop_val)}
+        final.train = {baseline: stat_of(base_train), dropout: stat_of([3.0, 3.1, 3.2])}
+        rung0 = RungResult("rung 0", 1, (0,), val={baseline: stat_of([30.0]),
+                                                   dropout: stat_of([31.0])})
         result = TuneResult(base=RunConfig(), space=TuneSpace(), budget_seconds=60,
                             rungs=[rung0, final], baseline=baseline, recommended=dropout)
         _describe(result, rung0, final, final, {}, {}, [dropout], [dropout], 60, 30, 2)

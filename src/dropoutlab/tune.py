@@ -55,6 +55,7 @@ from typing import Any
 
 from dropoutlab.config import RunConfig, config_to_toml, with_changes
 from dropoutlab.errors import ConfigError, DropoutlabError
+from dropoutlab.experiments.common import Stat, noise_bound, stat_of, within_noise
 from dropoutlab.sweeps import Job, Store, SweepOptions, run_sweep
 
 __all__ = [
@@ -265,42 +266,6 @@ def final_task(config: RunConfig, *, checkpoint_path: Path | None = None,
 # --------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True)
-class Stat:
-    """Mean, sample standard deviation (n − 1; 0 when n = 1) and count of some errors (%)."""
-
-    mean: float
-    std: float
-    n: int
-
-    def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f} (n={self.n})"
-
-
-def stat(values: Sequence[float]) -> Stat:
-    """Mean ± sample std of ``values`` (NaN and n = 0 when empty)."""
-    n = len(values)
-    if n == 0:
-        return Stat(math.nan, math.nan, 0)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return Stat(mean, std, n)
-
-
-def noise_bound(a: Stat, b: Stat) -> float:
-    """Two standard errors of the difference of means, 2·sqrt(σ_A²/n_A + σ_B²/n_B): the noise
-    rule of the paper experiments (``dropoutlab.experiments.common``), kept here so the search
-    does not import the experiment registry."""
-    return 2.0 * math.sqrt(a.std**2 / a.n + b.std**2 / b.n)
-
-
-def within_noise(a: Stat, b: Stat) -> bool | None:
-    """|Δmean| ≤ :func:`noise_bound`; None (cannot decide) unless both sides have ≥ 2 values."""
-    if a.n < 2 or b.n < 2:
-        return None
-    return abs(a.mean - b.mean) <= noise_bound(a, b)
-
-
 @dataclass
 class RungResult:
     """One rung: its epochs and seeds, and each candidate's validation error."""
@@ -485,8 +450,8 @@ def _collect(rung: RungResult, jobs: dict[Job, Candidate], records: dict[str, An
             train = (record.metrics or {}).get("train_error")
             if train is not None:
                 trains.setdefault(cand, []).append(float(train))
-    rung.val = {c: stat(v) for c, v in vals.items()}
-    rung.train = {c: stat(v) for c, v in trains.items()}
+    rung.val = {c: stat_of(v) for c, v in vals.items()}
+    rung.train = {c: stat_of(v) for c, v in trains.items()}
     rung.seconds = _wall(costs, workers)
 
 
@@ -665,7 +630,7 @@ def tune(base: RunConfig, *, time_budget: float | str, space: TuneSpace | None =
         errors = [e for job, c in jobs_f.items() if c == cand
                   if (e := _test_error(job, sweep.checkpoints)) is not None]
         if errors:
-            result.test[name] = stat(errors)
+            result.test[name] = stat_of(errors)
     result.seconds = time.perf_counter() - started
     result.finalists = list(finalists)
     result.runs = len({*pilot_jobs, *jobs0, *(jobs1 if len(result.rungs) > 2 else {}),
