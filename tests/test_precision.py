@@ -129,3 +129,18 @@ class TestFlags:
         assert {job.config.precision for job in build_jobs(args)} == {"bf16"}
         args = build_parser().parse_args(["sweep", "--set", "data.dataset=digits"])
         assert {job.config.precision for job in build_jobs(args)} == {"fp32"}
+
+
+def test_reproduce_sets_the_precision_of_every_run() -> None:
+    """``reproduce --precision`` puts every grid run in that precision (a new key); the
+    default, fp32, leaves every job exactly as the experiment built it."""
+    from dropoutlab.reproduce import plan, select
+
+    experiments = select("overfitting-curves")
+    default, _ = plan(experiments, budget="smoke")
+    assert default[0].jobs == experiments[0].jobs("smoke")
+    bf16, _ = plan(experiments, budget="smoke", precision="bf16")
+    assert {job.config.precision for job in bf16[0].jobs} == {"bf16"}
+    assert not {job.key for job in bf16[0].jobs} & {job.key for job in default[0].jobs}
+    auto, _ = plan(experiments, budget="smoke", precision="auto")
+    assert {job.config.precision for job in auto[0].jobs} == {resolve_precision("auto")}

