@@ -88,10 +88,17 @@ def check_identity(db: sqlite3.Connection, path: Path, *, readonly: bool) -> Non
     """Refuse a corrupt, foreign or too new store, and an old one opened read-only."""
     where = str(path)
     try:
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        check = db.execute("PRAGMA quick_check").fetchone()[0] if tables else "ok"
+        # One read transaction: a store another process is creating right now is seen either
+        # empty or whole, never with its tables but not yet its application id.
+        db.execute("BEGIN")
+        try:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            check = db.execute("PRAGMA quick_check").fetchone()[0] if tables else "ok"
+        finally:
+            if db.in_transaction:
+                db.execute("COMMIT")
     except sqlite3.OperationalError as err:  # not corruption: cannot open, lock, read-only
         raise StoreError(f"cannot read store {where!r} ({err}); check that the file and its "
                          f"folder are readable (and writable, to run a sweep)") from None
