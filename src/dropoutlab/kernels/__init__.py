@@ -256,6 +256,18 @@ def _generator_in_graph(generator: torch.Generator | None) -> bool:
     return generator is not None and torch.compiler.is_compiling()
 
 
+def _call(seeded: Any, draw: Any, x: torch.Tensor, generator: torch.Generator | None,
+          *params: float) -> torch.Tensor:
+    """One dropout operator call: ``draw(x, *params, generator)`` (seed and op in one trip),
+    or, when a generator meets a compiled graph, the seed drawn outside it and
+    ``seeded(x, seed, *params)``."""
+    if _generator_in_graph(generator):
+        out: torch.Tensor = seeded(x, _seed_outside_graph(x, generator), *params)
+    else:
+        out = draw(x, *params, generator)
+    return out
+
+
 def drop_threshold(p: float) -> int:
     """The 32-bit threshold t with P(word < t) = t / 2^32 closest to ``p`` (an element is dropped
     when the high 32 bits of its random word are below t)."""
@@ -284,11 +296,7 @@ def dropout(
         channels_last(_3d) when ``x`` is.
     """
     ops = _ops()
-    if _generator_in_graph(generator):
-        out: torch.Tensor = ops.dropout(x, _seed_outside_graph(x, generator), p, factor)
-    else:
-        out = ops.draw_dropout(x, p, factor, generator)
-    return out
+    return _call(ops.dropout, ops.draw_dropout, x, generator, p, factor)
 
 
 def relu_dropout(
@@ -311,11 +319,7 @@ def relu_dropout(
         A new tensor of ``x``'s shape and dtype, differentiable in ``x``.
     """
     ops = _ops()
-    if _generator_in_graph(generator):
-        out: torch.Tensor = ops.relu_dropout(x, _seed_outside_graph(x, generator), p, factor)
-    else:
-        out = ops.draw_relu_dropout(x, p, factor, generator)
-    return out
+    return _call(ops.relu_dropout, ops.draw_relu_dropout, x, generator, p, factor)
 
 
 def gaussian_dropout(
@@ -332,11 +336,7 @@ def gaussian_dropout(
         A new tensor of ``x``'s shape and dtype, differentiable in ``x``.
     """
     ops = _ops()
-    if _generator_in_graph(generator):
-        out: torch.Tensor = ops.gaussian(x, _seed_outside_graph(x, generator), sigma)
-    else:
-        out = ops.draw_gaussian(x, sigma, generator)
-    return out
+    return _call(ops.gaussian, ops.draw_gaussian, x, generator, sigma)
 
 
 def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
