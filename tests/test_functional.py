@@ -255,18 +255,21 @@ class TestGaussianDropoutContract:
 class TestDropoutStatistics:
     """Mask statistics of ``F.dropout`` against exact bounds, for seeds 0..99."""
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
     def test_drop_fraction_within_binomial_bound(
-        self, dropout_backend: str, device: torch.device, generator: torch.Generator, p: float
+        self, dropout_backend: str, device: torch.device, generator: torch.Generator, p: float,
+        dtype: torch.dtype,
     ) -> None:
         """The fraction of zeros is p overall and in every column.
 
         Overall: n = 2^18 i.i.d. Bernoulli(p) indicators, Hoeffding at δ/2 gives
         |p̂ − p| ≤ sqrt(ln(4/δ)/(2n)) ≈ 0.0054. Per column (4096 rows × 64 columns, union
         bound over the columns at δ/(2·64) each): |p̂_j − p| ≤ sqrt(ln(256/δ)/8192) ≈ 0.048,
-        which catches position-dependent masks. False-failure rate ≤ δ = 1e-6.
+        which catches position-dependent masks. False-failure rate ≤ δ = 1e-6. The same in
+        bfloat16 (the mask does not depend on the dtype; zeros are exact).
         """
-        y = F.dropout(torch.ones(4096, 64, device=device), p, generator=generator)
+        y = F.dropout(torch.ones(4096, 64, device=device, dtype=dtype), p, generator=generator)
         dropped = (y == 0).double()
         assert abs(dropped.mean().item() - p) <= hoeffding(dropped.numel(), DELTA / 2)
         per_column = dropped.mean(dim=0)
@@ -319,8 +322,10 @@ class TestDropoutStatistics:
         bound = f * math.sqrt(x.pow(2).sum().item() * math.log(2 / DELTA) / 2)
         assert abs(y.sum().item() - expected) <= bound
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     def test_masks_independent_across_calls(
-        self, dropout_backend: str, device: torch.device, generator: torch.Generator
+        self, dropout_backend: str, device: torch.device, generator: torch.Generator,
+        dtype: torch.dtype,
     ) -> None:
         """Two consecutive calls with one generator give independent masks.
 
@@ -328,7 +333,7 @@ class TestDropoutStatistics:
         Hoeffding |mean − q²| ≤ sqrt(ln(2/δ)/(2n)) ≈ 0.0053 with n = 2^18 (a correlation of
         ~0.02 between calls is detected). False-failure rate ≤ δ = 1e-6.
         """
-        x = torch.ones(N_STAT, device=device)
+        x = torch.ones(N_STAT, device=device, dtype=dtype)
         a = F.dropout(x, 0.5, generator=generator) != 0
         b = F.dropout(x, 0.5, generator=generator) != 0
         assert not torch.equal(a, b)
@@ -347,8 +352,10 @@ class TestDropoutStatistics:
         assert torch.equal(F.dropout(x, 0.5) != 0, a)
         assert_independent_pairs(a, b, 0.5, DELTA)
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     def test_masks_independent_between_elements(
-        self, dropout_backend: str, device: torch.device, generator: torch.Generator
+        self, dropout_backend: str, device: torch.device, generator: torch.Generator,
+        dtype: torch.dtype,
     ) -> None:
         """Within one mask, elements i and i + lag are independent for every lag in LAGS
         (neighbours, SIMD-lane and row strides of a (512, 512) view, and half the tensor, where
@@ -357,7 +364,8 @@ class TestDropoutStatistics:
         Disjoint pairs give i.i.d. Bernoulli(q²) products under independence; Hoeffding at
         δ/len(LAGS) per lag, so the false-failure rate is ≤ δ = 1e-6 by the union bound.
         """
-        keep = F.dropout(torch.ones(512, 512, device=device), 0.5, generator=generator) != 0
+        ones = torch.ones(512, 512, device=device, dtype=dtype)
+        keep = F.dropout(ones, 0.5, generator=generator) != 0
         flat = keep.reshape(-1)
         for lag in LAGS:
             a, b = lag_pairs(flat, lag)
@@ -367,7 +375,7 @@ class TestDropoutStatistics:
 class TestGaussianDropoutStatistics:
     """Noise statistics of ``F.gaussian_dropout`` against exact bounds, for seeds 0..99."""
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
     @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
     def test_noise_mean_one_variance_p_over_1_minus_p(
         self, dropout_backend: str, device: torch.device, generator: torch.Generator,
@@ -379,31 +387,45 @@ class TestGaussianDropoutStatistics:
         Variance: (n − 1)s²/σ² ~ χ²_k, k = n − 1; Laurent & Massart (2000):
         P(χ² − k ≥ 2√(kx) + 2x) ≤ e^{−x} and P(k − χ² ≥ 2√(kx)) ≤ e^{−x}; x = ln(4/δ) gives
         rate δ/2. n = 2^18; total false-failure rate ≤ δ = 1e-6 (float rounding of r, ~1e-7
-        relative, is far inside the bounds).
+        relative, is far inside the bounds). bfloat16 rounds each r to relative error
+        u ≤ 2^-9: the mean bound gains u·E|r| ≤ u·(1 + σ) and the variance ratio
+        (2u + u²)·E[r²]/σ², the worst case of that rounding.
         """
         r = F.gaussian_dropout(torch.ones(N_STAT, device=device, dtype=dtype), p,
                                generator=generator).double()
         n, sigma2 = r.numel(), p / (1 - p)
         z = NormalDist().inv_cdf(1 - DELTA / 4)
-        assert abs(r.mean().item() - 1.0) <= z * math.sqrt(sigma2 / n)
+        u = 2.0**-9 if dtype == torch.bfloat16 else 0.0
+        assert abs(r.mean().item() - 1.0) <= z * math.sqrt(sigma2 / n) + u * (1 + sigma2**0.5)
         k, xq = n - 1, math.log(4 / DELTA)
         ratio = r.var().item() / sigma2  # = χ²_k / k
-        assert 1 - 2 * math.sqrt(xq / k) <= ratio <= 1 + 2 * math.sqrt(xq / k) + 2 * xq / k
+        slack = (2 * u + u * u) * (1 + sigma2) / sigma2
+        assert (1 - 2 * math.sqrt(xq / k) - slack <= ratio
+                <= 1 + 2 * math.sqrt(xq / k) + 2 * xq / k + slack)
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     def test_noise_is_gaussian(
-        self, dropout_backend: str, device: torch.device, generator: torch.Generator
+        self, dropout_backend: str, device: torch.device, generator: torch.Generator,
+        dtype: torch.dtype,
     ) -> None:
         """The noise CDF matches N(1, σ²) at 1 + zσ, z ∈ {−2, −1, 0, 1, 2}.
 
         Each empirical CDF value is a mean of n = 2^18 i.i.d. indicators: Hoeffding at δ/5 each,
-        so the false-failure rate is ≤ δ = 1e-6 by the union bound.
+        so the false-failure rate is ≤ δ = 1e-6 by the union bound. In bfloat16 a value moves
+        by at most u·|r| (u = 2^-9) when rounded, so the CDF at t may move by up to
+        φ(0)/σ · u·|t|/(1 − u), added to each bound.
         """
         p = 0.5
         sigma = F.gaussian_sigma(p)
-        r = F.gaussian_dropout(torch.ones(N_STAT, device=device), p, generator=generator)
+        ones = torch.ones(N_STAT, device=device, dtype=dtype)
+        r = F.gaussian_dropout(ones, p, generator=generator).double()
+        u = 2.0**-9 if dtype == torch.bfloat16 else 0.0
         for z in (-2.0, -1.0, 0.0, 1.0, 2.0):
-            empirical = (r <= 1 + z * sigma).double().mean().item()
-            assert abs(empirical - NormalDist().cdf(z)) <= hoeffding(N_STAT, DELTA / 5)
+            t = 1 + z * sigma
+            empirical = (r <= t).double().mean().item()
+            allowance = 0.3989 / sigma * u * abs(t) / (1 - u)
+            assert (abs(empirical - NormalDist().cdf(z))
+                    <= hoeffding(N_STAT, DELTA / 5) + allowance)
 
     def test_noise_independent_across_calls_and_elements(
         self, dropout_backend: str, device: torch.device, generator: torch.Generator

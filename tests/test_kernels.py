@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -70,10 +71,14 @@ def expected_keep_block(seed: int, lo: int, length: int, thr: float) -> list[boo
     return keep
 
 
+SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
+ALL_DTYPES = tuple(SUFFIX)  # every dtype the dropout kernels take
+
+
 def raw_call(kind: str, x: torch.Tensor, out: torch.Tensor, seed: int, *params: float) -> None:
     """Call a C entry point directly (lets a test pass the same buffer as input and output)."""
     lib = kernels.require()
-    suffix = "f32" if x.dtype == torch.float32 else "f64"
+    suffix = SUFFIX[x.dtype]
     fn = getattr(lib.handle, f"dl_{kind}_{suffix}")
     fn(x.data_ptr(), out.data_ptr(), x.numel(), seed, *params, torch.get_num_threads())
 
@@ -136,7 +141,7 @@ class TestGenerator:
             assert 0 <= thr < 2**32
             assert abs(thr / 2**32 - p) <= 2**-32
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("dtype", ALL_DTYPES)
     def test_thread_count_does_not_change_anything(
         self, threads: int, dtype: torch.dtype
     ) -> None:
@@ -156,7 +161,7 @@ class TestGenerator:
             assert torch.equal(y, results[0][0])
             assert torch.equal(grad, results[0][1])
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("dtype", ALL_DTYPES)
     def test_in_place_call_matches_out_of_place(self, dtype: torch.dtype) -> None:
         """The scalar loop (taken when input and output alias) computes the vector loop's bits."""
         n, seed = 3 * BLOCK + 5, 42
@@ -169,7 +174,7 @@ class TestGenerator:
             assert torch.equal(out, inplace), kind
 
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("dtype", ALL_DTYPES)
     def test_streamed_large_output_has_the_same_values(self, dtype: torch.dtype) -> None:
         """An output larger than the last-level cache (written with streaming stores, from an
         unaligned address too) holds the values of the normal-store path: its first blocks
@@ -197,34 +202,46 @@ class TestGenerator:
 
 
 class TestStatistics:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
-    def test_drop_fraction_and_mean(self, native: None, global_seed: int, p: float) -> None:
-        """Drop fraction within Z binomial standard errors of p; E[out] = in (inverted scale)."""
+    def test_drop_fraction_and_mean(self, native: None, global_seed: int, p: float,
+                                    dtype: torch.dtype) -> None:
+        """Drop fraction within Z binomial standard errors of p; E[out] = in (inverted scale).
+        In bfloat16 the kept value 1/(1−p) is rounded once (relative error ≤ 2^-9, a bias of
+        at most that much in the mean, added to the bound)."""
         n = 1 << 20
         g = torch.Generator().manual_seed(global_seed)
-        y = F.dropout(torch.ones(n), p, generator=g)
+        y = F.dropout(torch.ones(n, dtype=dtype), p, generator=g)
         se = math.sqrt(p * (1 - p) / n)
+        rounding = 0.0 if dtype == torch.float32 else 2.0**-9
         assert abs((y == 0).double().mean().item() - p) < Z * se
-        assert abs(y.double().mean().item() - 1.0) < Z * se / (1 - p)
+        assert abs(y.double().mean().item() - 1.0) < Z * se / (1 - p) + rounding
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
     def test_gaussian_moments_and_normality(
         self, native: None, global_seed: int, dtype: torch.dtype
     ) -> None:
         """Noise has mean 1 and variance p/(1−p) within Z standard errors, and passes a
-        Kolmogorov–Smirnov test at the 1e-7 level (critical value sqrt(ln(2/α)/2) / sqrt(n))."""
+        Kolmogorov–Smirnov test at the 1e-7 level (critical value sqrt(ln(2/α)/2) / sqrt(n)).
+
+        bfloat16 rounds each noise value r to relative error u ≤ 2^-9, so each bound gains that
+        rounding's worst case: u·E|r| for the mean, (2u + u²)·E[r²] for the variance, and for
+        the CDF max φ(0)/σ · u · |r| at the tested point (r moves by at most u|r|)."""
         n, p = 1 << 18, 0.5
         sigma = F.gaussian_sigma(p)
         g = torch.Generator().manual_seed(global_seed)
         noise = F.gaussian_dropout(torch.ones(n, dtype=dtype), p, generator=g).double()
-        assert abs(noise.mean().item() - 1.0) < Z * sigma / math.sqrt(n)
+        u = 2.0**-9 if dtype == torch.bfloat16 else 0.0
+        assert abs(noise.mean().item() - 1.0) < Z * sigma / math.sqrt(n) + u * 2.0
         var_se = sigma**2 * math.sqrt(2 / (n - 1))  # normal data: Var(s²) = 2σ⁴/(n−1)
-        assert abs(noise.var().item() - sigma**2) < Z * var_se
+        second_moment = 1.0 + sigma**2
+        assert abs(noise.var().item() - sigma**2) < Z * var_se + (2 * u + u * u) * second_moment
         z = ((noise - 1.0) / sigma).sort().values
         cdf = torch.special.ndtr(z)
         ranks = torch.arange(1, n + 1, dtype=torch.float64)
-        ks = torch.maximum(ranks / n - cdf, cdf - (ranks - 1) / n).max().item()
-        assert ks < math.sqrt(math.log(2 / 1e-7) / 2) / math.sqrt(n)
+        gap = torch.maximum(ranks / n - cdf, cdf - (ranks - 1) / n)
+        allowance = 0.3989 / sigma * u * (1.0 + sigma * z).abs()  # φ(0) = 0.3989
+        assert (gap - allowance).max().item() < math.sqrt(math.log(2 / 1e-7) / 2) / math.sqrt(n)
 
     def test_elements_sharing_a_word_are_independent(self, native: None, global_seed: int) -> None:
         """Elements j and j + BLOCK/2 of a block use the two halves of one 64-bit word: both
@@ -343,15 +360,11 @@ class TestContract:
         assert torch.isnan(y).any() and torch.isinf(y).any()
         assert torch.isnan(F.dropout(torch.full((10,), math.nan), 0.5)).all()
 
-    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-    def test_other_dtypes_use_the_torch_path(self, dtype: torch.dtype) -> None:
-        """supports() is False for half types; auto and native fall back to torch and still work."""
-        x = torch.ones(1000, dtype=dtype)
-        assert not kernels.supports(x)
-        for name in ("auto", "native"):
-            with backend.use_backend(name):
-                y = F.dropout(x, 0.5, generator=torch.Generator().manual_seed(0))
-            assert y.dtype == dtype and set(y.unique().tolist()) <= {0.0, 2.0}
+    @pytest.mark.parametrize("dtype", [torch.int64, torch.complex64])
+    def test_other_dtypes_are_not_taken(self, dtype: torch.dtype) -> None:
+        """supports() is False for integer and complex tensors (the functional layer refuses
+        integers; the kernels never see them)."""
+        assert not kernels.supports(torch.ones(10, dtype=dtype))
 
     @pytest.mark.parametrize("name", ["native", "auto"])
     def test_backend_selects_the_native_path(self, name: str) -> None:
@@ -401,6 +414,94 @@ def _fake_compiler(directory: Path, message: str) -> Path:
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script
+
+
+class TestSixteenBit:
+    """bfloat16 and float16: widened to float32, computed as the float32 kernels compute, rounded
+    once to nearest even. The oracle is the float32 kernel itself on the widened input, cast
+    with torch's own conversion; it must agree bitwise for every 16-bit value."""
+
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    @pytest.mark.parametrize("op", ["dropout", "relu_dropout", "gaussian"])
+    def test_every_value_is_the_float32_result_rounded(self, dtype: torch.dtype,
+                                                       op: str) -> None:
+        """All 65536 bit patterns (zeros, subnormals, infinities, NaNs), three times over so
+        each meets kept and dropped: y16 = round(kernel32(x16.float())), bitwise (NaN = NaN)."""
+        x = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype).repeat(3)
+        assert kernels.supports(x)
+
+        def run(v: torch.Tensor) -> torch.Tensor:
+            g = torch.Generator().manual_seed(5)
+            if op == "gaussian":
+                return kernels.gaussian_dropout(v, 0.8, g)
+            fn = kernels.dropout if op == "dropout" else kernels.relu_dropout
+            return fn(v, 0.3, 1 / 0.7, g)
+
+        y, reference = run(x), run(x.float()).to(dtype)
+        assert y.dtype == dtype
+        same = (y.view(torch.int16) == reference.view(torch.int16)) | (y.isnan()
+                                                                        & reference.isnan())
+        assert bool(same.all())
+
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    def test_mask_is_the_float32_mask(self, dtype: torch.dtype) -> None:
+        """The same seed drops the same elements in every dtype (the mask depends on the index
+        only), across blocks and the odd tail; the fused ReLU kernel too."""
+        n = 3 * BLOCK + 17
+        ones = torch.ones(n)
+        for fn in (kernels.dropout, kernels.relu_dropout):
+            kept32 = fn(ones, 0.4, 1.0, torch.Generator().manual_seed(9)) != 0
+            kept16 = fn(ones.to(dtype), 0.4, 1.0, torch.Generator().manual_seed(9)) != 0
+            assert torch.equal(kept16, kept32)
+        # ... and it is the documented mask of the call's seed (one int64 draw, as uint64)
+        seed = torch.empty((), dtype=torch.int64).random_(
+            generator=torch.Generator().manual_seed(9)).item() & MASK64
+        keep = expected_keep(seed, n, kernels.drop_threshold(0.4))
+        assert torch.equal(kept16, torch.tensor(keep))
+
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    def test_gradients_are_the_float32_gradients_rounded(self, dtype: torch.dtype) -> None:
+        """Backward of each op in 16 bits: the float32 backward on the widened tensors,
+        rounded (the fused ReLU backward reads x and the mask; the others re-apply the op)."""
+        data = torch.Generator().manual_seed(4)
+        x = torch.randn(2 * BLOCK + 3, generator=data).to(dtype)
+        grad = torch.randn(x.shape, generator=data).to(dtype)
+        ops = {"dropout": lambda v, g: kernels.dropout(v, 0.5, 2.0, g),
+               "relu_dropout": lambda v, g: kernels.relu_dropout(v, 0.3, 1 / 0.7, g),
+               "gaussian": lambda v, g: kernels.gaussian_dropout(v, 0.6, g)}
+        for name, fn in ops.items():
+            grads = []
+            for v, gv in ((x, grad), (x.float(), grad.float())):
+                leaf = v.clone().requires_grad_()
+                fn(leaf, torch.Generator().manual_seed(8)).backward(gv)
+                assert leaf.grad is not None
+                grads.append(leaf.grad)
+            assert grads[0].dtype == dtype
+            assert torch.equal(grads[0], grads[1].to(dtype)), name
+
+    def test_portable_float16_conversions_match_the_compilers(self, tmp_path: Path) -> None:
+        """Where the compiler has no _Float16, dropout.c converts float16 with code of its own
+        (-DDL_PORTABLE_F16 builds it here): every float16 value loads and stores unchanged, and
+        float32 products round exactly as torch rounds them (overflow, subnormals, ties)."""
+        compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+        if compiler is None:
+            pytest.skip("no C compiler")
+        lib_path = tmp_path / "portable.so"
+        subprocess.run([compiler, "-O2", "-std=c11", "-shared", "-fPIC", "-ffp-contract=off",
+                        "-DDL_PORTABLE_F16", str(_build.SOURCE), "-o", str(lib_path), "-lm"],
+                       check=True, capture_output=True)
+        fn = ctypes.CDLL(str(lib_path)).dl_dropout_f16
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64,
+                       ctypes.c_uint32, ctypes.c_float, ctypes.c_int]
+        every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(torch.float16)
+        wide = torch.randn(1 << 16, generator=torch.Generator().manual_seed(0)).half()
+        for x, factor in ((every, 1.0), (wide, 1.25), (wide, 3.3e-5), (wide, 1e4), (wide, 7.0)):
+            y = torch.empty_like(x)
+            fn(x.data_ptr(), y.data_ptr(), x.numel(), 1, 0, factor, 1)  # threshold 0: keep all
+            reference = (x.float() * torch.tensor(factor)).half()
+            same = (y.view(torch.int16) == reference.view(torch.int16)) | (y.isnan()
+                                                                            & reference.isnan())
+            assert bool(same.all()), factor
 
 
 class TestMomentumStep:
@@ -454,6 +555,45 @@ class TestMomentumStep:
         before_w, before_v = w.clone(), v.clone()
         assert not kernels.momentum_step_([w], [v], [g], 0.9, -0.1)
         assert torch.equal(w, before_w) and torch.equal(v, before_v)
+
+
+class TestMomentumStepBF16:
+    """The update of bf16 mixed precision: float32 weights and velocities, bfloat16 gradients,
+    the bfloat16 working copy rewritten in the same pass."""
+
+    @pytest.mark.parametrize("m, s", [(0.0, -0.7), (0.5, -1e-3), (0.95, -10.0)])
+    def test_bitwise_equal_to_foreach_on_widened_gradients(self, m: float, s: float) -> None:
+        data = torch.Generator().manual_seed(2)
+        shapes = [(3 * BLOCK + 5,), (64, 33), (1,)]
+        w = [torch.randn(shape, generator=data) for shape in shapes]
+        v = [torch.randn(shape, generator=data) for shape in shapes]
+        g = [torch.randn(shape, generator=data).bfloat16() for shape in shapes]
+        ours_w, ours_v = [t.clone() for t in w], [t.clone() for t in v]
+        copies = [torch.empty(shape, dtype=torch.bfloat16) for shape in shapes]
+        assert kernels.momentum_step_bf16_(ours_w, ours_v, g, copies, m, s)
+        torch._foreach_mul_(v, m)
+        torch._foreach_add_(v, [t.float() for t in g], alpha=s)
+        torch._foreach_add_(w, v)
+        for i in range(len(shapes)):
+            assert torch.equal(ours_w[i], w[i]) and torch.equal(ours_v[i], v[i])
+            assert torch.equal(copies[i], w[i].bfloat16())
+
+    @pytest.mark.parametrize("case", ["float32 gradient", "float32 copy", "non-contiguous",
+                                      "sizes differ"])
+    def test_unsupported_tensors_are_left_to_the_caller(self, case: str) -> None:
+        w, v = torch.randn(8, 6), torch.randn(8, 6)
+        g, c = torch.randn(8, 6).bfloat16(), torch.zeros(8, 6, dtype=torch.bfloat16)
+        if case == "float32 gradient":
+            g = g.float()
+        elif case == "float32 copy":
+            c = c.float()
+        elif case == "non-contiguous":
+            g = torch.randn(6, 8).bfloat16().t()
+        else:
+            c = torch.zeros(8, 5, dtype=torch.bfloat16)
+        before = [t.clone() for t in (w, v, c)]
+        assert not kernels.momentum_step_bf16_([w], [v], [g], [c], 0.9, -0.1)
+        assert all(torch.equal(t, b) for t, b in zip((w, v, c), before, strict=True))
 
 
 class TestBuild:

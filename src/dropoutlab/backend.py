@@ -9,8 +9,8 @@ the implementation:
 * ``"native"``: the fast CPU path in :mod:`dropoutlab.kernels` (counter-based random numbers,
   multi-threaded, masks regenerated from a seed in backward so nothing is saved), registered as
   torch operators so that ``torch.compile``, ``torch.export`` and ``torch.func`` see them. Used
-  only for float32/float64 CPU tensors (:func:`dropoutlab.kernels.supports`); others take the
-  torch path.
+  only for float32, float64, bfloat16 and float16 CPU tensors
+  (:func:`dropoutlab.kernels.supports`); others take the torch path.
 * ``"auto"`` (default): native where it is available and applies, torch otherwise.
 
 Choose with the environment variable ``DROPOUTLAB_BACKEND`` or :func:`set_backend` /

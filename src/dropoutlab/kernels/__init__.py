@@ -23,15 +23,17 @@ code does: the same ``torch.manual_seed`` gives the same masks, compiled or not.
 
 The C library (loaded with ctypes) also has the one-pass momentum update of
 :class:`dropoutlab.recipe.MomentumSGD` (:func:`momentum_step_`), bitwise equal to its three
-``torch._foreach_*`` passes.
+``torch._foreach_*`` passes, and its bf16 mixed-precision form (:func:`momentum_step_bf16_`).
 
 The masks are *statistically* equivalent to the reference path in :mod:`dropoutlab.backend`, not
-bitwise equal to it. float32 and float64 CPU tensors are handled natively; other dtypes use the
-reference path (:func:`supports` says which). The sources are compiled on first use
-(:mod:`dropoutlab.kernels._build`): the C library, then the operators (which need a C++
-compiler). If the C build fails, :func:`available` is False and :func:`require` raises with the
-compiler's reason; if either fails, :func:`operators_available` is False,
-:func:`require_operators` raises, and the ``"auto"`` backend quietly uses torch.
+bitwise equal to it. float32, float64, bfloat16 and float16 CPU tensors are handled natively
+(:func:`supports` says which); a 16-bit input is computed in float32 and rounded once, so its
+mask is the float32 mask for the same seed and its values are the float32 kernel's values on
+the widened input, rounded to nearest even. Other dtypes use the reference path. The sources
+are compiled on first use (:mod:`dropoutlab.kernels._build`): the C library, then the operators
+(which need a C++ compiler). If the C build fails, :func:`available` is False and
+:func:`require` raises with the compiler's reason; if either fails, :func:`operators_available`
+is False, :func:`require_operators` raises, and the ``"auto"`` backend quietly uses torch.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "gaussian_dropout",
     "library",
     "momentum_step_",
+    "momentum_step_bf16_",
     "operators_available",
     "relu_dropout",
     "require",
@@ -65,7 +68,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)  # the dropout operators
+_SGD_DTYPES = (torch.float32, torch.float64)  # the one-pass momentum update
 _TWO_32 = 1 << 32
 
 _lock = threading.Lock()
@@ -74,7 +78,7 @@ _error: str | None = None
 _attempted = False
 _functions: dict[tuple[str, torch.dtype], Any] = {}  # (kind, dtype) -> C entry point
 _ops_error: str | None = None
-OPS_ABI_VERSION = 2  # must match abi_version() in ops.cpp
+OPS_ABI_VERSION = 3  # must match abi_version() in ops.cpp
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def _bind(lib: Library) -> None:
     for kind in ("dropout", "gaussian", "relu_dropout", "relu_dropout_grad", "sgd"):
         for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
             _functions[kind, dtype] = getattr(lib.handle, f"dl_{kind}_{suffix}")
+    _functions["sgd_bf16", torch.float32] = lib.handle.dl_sgd_bf16_f32
 
 
 def _load_operators(lib: Library) -> None:
@@ -222,7 +227,8 @@ def reset() -> None:
 
 
 def supports(x: torch.Tensor) -> bool:
-    """Whether the native kernels handle ``x``: a strided float32/float64 CPU tensor.
+    """Whether the native kernels handle ``x``: a strided float32, float64, bfloat16 or float16
+    CPU tensor.
 
     Fake tensors (torch.compile, torch.export) and functorch wrappers (``torch.func.grad``,
     ``vmap``) qualify: the operators have fake implementations and vmap rules. Other dtypes and
@@ -285,7 +291,8 @@ def dropout(
     mask from the seed.
 
     Args:
-        x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
+        x: float32/float64/bfloat16/float16 CPU tensor of any shape and strides (see
+            :func:`supports`).
         p: Drop probability, 0 < p < 1.
         factor: Multiplier of kept elements: 1/(1−p) for inverted dropout, 1 for the paper's
             train-time form.
@@ -310,7 +317,8 @@ def relu_dropout(
     Under ``create_graph=True`` backward uses differentiable pieces instead (same values).
 
     Args:
-        x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
+        x: float32/float64/bfloat16/float16 CPU tensor of any shape and strides (see
+            :func:`supports`).
         p: Drop probability, 0 < p < 1.
         factor: Multiplier of kept elements (1/(1−p) inverted, 1 for the paper's form).
         generator: Source of the call's seed; ``None`` uses torch's global generator.
@@ -328,7 +336,8 @@ def gaussian_dropout(
     """Native Gaussian dropout (§10): multiply each element by 1 + σ·z, z ~ N(0, 1).
 
     Args:
-        x: float32/float64 CPU tensor of any shape and strides (see :func:`supports`).
+        x: float32/float64/bfloat16/float16 CPU tensor of any shape and strides (see
+            :func:`supports`).
         sigma: Standard deviation of the multiplicative noise, sqrt(p/(1−p)).
         generator: Source of the call's seed; ``None`` uses torch's global generator.
 
@@ -355,7 +364,8 @@ def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
     if not available():
         return False
     for w, v, g in zip(weights, velocity, grads, strict=True):
-        if not (supports(w) and w.is_contiguous() and v.is_contiguous() and g.is_contiguous()
+        if not (supports(w) and w.dtype in _SGD_DTYPES and w.is_contiguous()
+                and v.is_contiguous() and g.is_contiguous()
                 and w.dtype == v.dtype == g.dtype and w.numel() == v.numel() == g.numel()
                 and v.device.type == g.device.type == "cpu"):
             return False
@@ -367,4 +377,33 @@ def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
         # saved w or v before this update refuses to backward instead of using the new values.
         torch.autograd.graph.increment_version(w)
         torch.autograd.graph.increment_version(v)
+    return True
+
+
+def momentum_step_bf16_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
+                        grads: list[torch.Tensor], copies: list[torch.Tensor], m: float,
+                        s: float) -> bool:
+    """:func:`momentum_step_` for bfloat16 mixed precision, one pass per tensor: float32
+    weights and velocities, bfloat16 gradients, and each weight's bfloat16 working copy
+    rewritten from the updated weight (``copies[i] ← weights[i].bfloat16()``).
+
+    Bitwise the float32 update on the widened gradients followed by that cast.
+
+    Returns:
+        True when done here; False, having changed nothing, when the kernels are unavailable
+        or a tensor is not contiguous on the CPU with the dtypes and sizes above.
+    """
+    if not available():
+        return False
+    for w, v, g, c in zip(weights, velocity, grads, copies, strict=True):
+        if not (w.dtype == v.dtype == torch.float32 and g.dtype == c.dtype == torch.bfloat16
+                and all(t.is_cpu and t.layout == torch.strided and t.is_contiguous()
+                        and t.numel() == w.numel() for t in (w, v, g, c))):
+            return False
+    threads = torch.get_num_threads()
+    for w, v, g, c in zip(weights, velocity, grads, copies, strict=True):
+        _functions["sgd_bf16", torch.float32](w.data_ptr(), v.data_ptr(), g.data_ptr(),
+                                              c.data_ptr(), w.numel(), m, s, threads)
+        for written in (w, v, c):  # as in momentum_step_: tell autograd, as in-place ops would
+            torch.autograd.graph.increment_version(written)
     return True

@@ -99,6 +99,63 @@ static inline float turn(uint64_t h) { return (float)(uint32_t)(h >> 40) * 5.960
 /* sin(2 pi u) = cos(2 pi (u - 1/4)), shifted back into [0, 1) (exact for 24-bit u). */
 static inline float sin_turn(float u) { return cos_turn(u < 0.25f ? u + 0.75f : u - 0.25f); }
 
+/* 16-bit storage (bfloat16, float16): each element is widened to float, computed exactly as the
+ * float32 kernels compute it, and rounded once to nearest even on the way out. So a 16-bit
+ * result is bitwise the float32 kernel's result on the widened input, rounded; the masks depend
+ * on the element index only, never on the dtype. The conversions are torch's (c10::BFloat16 and
+ * c10::Half): bfloat16 NaN becomes the canonical quiet NaN 0x7fc0. */
+static inline uint32_t float_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float bits_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline float load_bf16(uint16_t v) { return bits_float((uint32_t)v << 16); }
+
+static inline uint16_t store_bf16(float f) {
+    uint32_t u = float_bits(f);
+    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)0x7fc0 : rounded;
+}
+
+#if defined(__FLT16_MANT_DIG__) && !defined(DL_PORTABLE_F16)
+/* The compiler has IEEE binary16 (_Float16): use its conversions (F16C instructions on x86). */
+static inline float load_f16(uint16_t v) {
+    _Float16 h;
+    memcpy(&h, &v, sizeof h);
+    return (float)h;
+}
+
+static inline uint16_t store_f16(float f) {
+    _Float16 h = (_Float16)f;
+    uint16_t v;
+    memcpy(&v, &h, sizeof v);
+    return v;
+}
+#else /* the same IEEE conversions, written out (-DDL_PORTABLE_F16 builds these, for a test) */
+static inline float load_f16(uint16_t v) {
+    uint32_t sign = (uint32_t)(v & 0x8000u) << 16, e = (v >> 10) & 0x1fu, m = v & 0x3ffu;
+    if (e == 0) return bits_float(sign | float_bits((float)m * 5.9604644775390625e-08f));
+    return bits_float(sign | (e == 31 ? 0x7f800000u : (e + 112u) << 23) | (m << 13));
+}
+
+static inline uint16_t store_f16(float f) {
+    uint32_t u = float_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to infinity */
+    if (a < 0x38800000u) /* subnormal half: an integer multiple of 2^-24 */
+        return (uint16_t)(sign | (uint32_t)rintf(bits_float(a) * 16777216.0f));
+    a -= 112u << 23; /* rebias the exponent, then round 23 mantissa bits to 10 */
+    return (uint16_t)(sign | ((a + 0xfffu + ((a >> 13) & 1u)) >> 13));
+}
+#endif
+
 /* Whether advise_huge asks for huge pages (dl_set_huge_pages). dropoutlab.kernels turns it off
  * in a process that keeps freed memory (dropoutlab.allocator): there outputs reuse pages that
  * are already mapped, so the hint saves no faults, and when the heap does grow, the kernel may
@@ -174,75 +231,84 @@ static int threads_for(int64_t n, int nthreads) {
  *
  * The Bernoulli block NAME computes y = IN(x) * (kept ? factor : 0), IN an elementwise map of
  * the input (the identity for dropout, relu for the fused ReLU + dropout below). */
-#define DEFINE_MASK_BLOCK(NAME, T, IN)                                                       \
-    static void NAME(const T *x, T *y, int64_t len, uint64_t key, uint64_t c0, uint32_t thr, \
-                     T factor) {                                                            \
+#define DEFINE_MASK_BLOCK(NAME, S, C, LOAD, STORE, IN)                                      \
+    static void NAME(const S *x, S *y, int64_t len, uint64_t key, uint64_t c0, uint32_t thr, \
+                     C factor) {                                                            \
         int64_t half = (len + 1) / 2, pairs = len - half;                                   \
         uint64_t s = state(key, (int64_t)c0);                                               \
         for (int64_t j = 0; j < pairs; ++j, s += GAMMA) {                                   \
             uint64_t h = mix64(s);                                                          \
-            y[j] = IN(x[j]) * ((uint32_t)h >= thr ? factor : (T)0);                         \
-            y[half + j] = IN(x[half + j]) * ((uint32_t)(h >> 32) >= thr ? factor : (T)0);   \
+            y[j] = STORE(IN(LOAD(x[j])) * ((uint32_t)h >= thr ? factor : (C)0));            \
+            y[half + j] =                                                                   \
+                STORE(IN(LOAD(x[half + j])) * ((uint32_t)(h >> 32) >= thr ? factor : (C)0)); \
         }                                                                                   \
         if (half > pairs) {                                                                 \
             uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
-            y[pairs] = IN(x[pairs]) * ((uint32_t)h >= thr ? factor : (T)0);                 \
+            y[pairs] = STORE(IN(LOAD(x[pairs])) * ((uint32_t)h >= thr ? factor : (C)0));    \
         }                                                                                   \
     }
 
-#define DEFINE_BLOCKS(T, SUFFIX)                                                             \
-    static inline T same_##SUFFIX(T v) { return v; }                                        \
-    DEFINE_MASK_BLOCK(dropout_block_##SUFFIX, T, same_##SUFFIX)                             \
+/* The kernels of one storage type S computed in C: LOAD widens an element to C, STORE rounds a
+ * C value back to S (both the identity for float32 and float64). */
+#define DEFINE_BLOCKS(S, C, SUFFIX, LOAD, STORE)                                             \
+    static inline C same_##SUFFIX(C v) { return v; }                                        \
+    DEFINE_MASK_BLOCK(dropout_block_##SUFFIX, S, C, LOAD, STORE, same_##SUFFIX)             \
                                                                                             \
-    static void gaussian_block_##SUFFIX(const T *x, T *y, int64_t len, uint64_t key,        \
-                                        uint64_t c0, T sigma) {                             \
+    static void gaussian_block_##SUFFIX(const S *x, S *y, int64_t len, uint64_t key,        \
+                                        uint64_t c0, C sigma) {                             \
         int64_t half = (len + 1) / 2, pairs = len - half;                                   \
         uint64_t s = state(key, (int64_t)c0);                                               \
         for (int64_t j = 0; j < pairs; ++j, s += GAMMA) {                                   \
             uint64_t h = mix64(s);                                                          \
             float r = radius(h), u = turn(h);                                               \
-            y[j] = x[j] * ((T)1 + sigma * (T)(r * cos_turn(u)));                            \
-            y[half + j] = x[half + j] * ((T)1 + sigma * (T)(r * sin_turn(u)));             \
+            y[j] = STORE(LOAD(x[j]) * ((C)1 + sigma * (C)(r * cos_turn(u))));               \
+            y[half + j] = STORE(LOAD(x[half + j]) * ((C)1 + sigma * (C)(r * sin_turn(u)))); \
         }                                                                                   \
         if (half > pairs) {                                                                 \
             uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
-            y[pairs] = x[pairs] * ((T)1 + sigma * (T)(radius(h) * cos_turn(turn(h))));      \
+            y[pairs] =                                                                      \
+                STORE(LOAD(x[pairs]) * ((C)1 + sigma * (C)(radius(h) * cos_turn(turn(h))))); \
         }                                                                                   \
     }
 
-DEFINE_BLOCKS(float, f32)
-DEFINE_BLOCKS(double, f64)
+#define SAME(v) (v)
+DEFINE_BLOCKS(float, float, f32, SAME, SAME)
+DEFINE_BLOCKS(double, double, f64, SAME, SAME)
+DEFINE_BLOCKS(uint16_t, float, bf16, load_bf16, store_bf16)
+DEFINE_BLOCKS(uint16_t, float, f16, load_f16, store_f16)
 
 /* ReLU then Bernoulli dropout in one pass: y = relu(x) * (kept ? factor : 0), the mask of the
  * dropout kernel with the same seed (so bitwise dropout(relu(x))). relu keeps NaN and maps
  * everything below 0 to 0, as torch.relu does. Backward needs x and the mask:
  * dx = x <= 0 ? 0 : g * (kept ? factor : 0), bitwise torch's threshold_backward (which passes
  * the gradient where relu(x) <= 0 is false, NaN included) of the dropout gradient. */
-#define DEFINE_RELU_BLOCKS(T, SUFFIX)                                                        \
-    static inline T relu_##SUFFIX(T v) { return v < (T)0 ? (T)0 : v; }                     \
-    DEFINE_MASK_BLOCK(relu_dropout_block_##SUFFIX, T, relu_##SUFFIX)                        \
+#define DEFINE_RELU_BLOCKS(S, C, SUFFIX, LOAD, STORE)                                        \
+    static inline C relu_##SUFFIX(C v) { return v < (C)0 ? (C)0 : v; }                     \
+    DEFINE_MASK_BLOCK(relu_dropout_block_##SUFFIX, S, C, LOAD, STORE, relu_##SUFFIX)        \
                                                                                             \
-    static void relu_dropout_grad_block_##SUFFIX(const T *x, const T *g, T *dx, int64_t len, \
+    static void relu_dropout_grad_block_##SUFFIX(const S *x, const S *g, S *dx, int64_t len, \
                                                  uint64_t key, uint64_t c0, uint32_t thr,   \
-                                                 T factor) {                                \
+                                                 C factor) {                                \
         int64_t half = (len + 1) / 2, pairs = len - half;                                   \
         uint64_t s = state(key, (int64_t)c0);                                               \
         for (int64_t j = 0; j < pairs; ++j, s += GAMMA) {                                   \
             uint64_t h = mix64(s);                                                          \
-            T lo = g[j] * ((uint32_t)h >= thr ? factor : (T)0);                             \
-            T hi = g[half + j] * ((uint32_t)(h >> 32) >= thr ? factor : (T)0);              \
-            dx[j] = x[j] <= (T)0 ? (T)0 : lo;                                               \
-            dx[half + j] = x[half + j] <= (T)0 ? (T)0 : hi;                                 \
+            C lo = LOAD(g[j]) * ((uint32_t)h >= thr ? factor : (C)0);                       \
+            C hi = LOAD(g[half + j]) * ((uint32_t)(h >> 32) >= thr ? factor : (C)0);        \
+            dx[j] = STORE(LOAD(x[j]) <= (C)0 ? (C)0 : lo);                                  \
+            dx[half + j] = STORE(LOAD(x[half + j]) <= (C)0 ? (C)0 : hi);                    \
         }                                                                                   \
         if (half > pairs) {                                                                 \
             uint64_t h = word(key, (int64_t)(c0 + pairs));                                  \
-            T lo = g[pairs] * ((uint32_t)h >= thr ? factor : (T)0);                         \
-            dx[pairs] = x[pairs] <= (T)0 ? (T)0 : lo;                                       \
+            C lo = LOAD(g[pairs]) * ((uint32_t)h >= thr ? factor : (C)0);                   \
+            dx[pairs] = STORE(LOAD(x[pairs]) <= (C)0 ? (C)0 : lo);                          \
         }                                                                                   \
     }
 
-DEFINE_RELU_BLOCKS(float, f32)
-DEFINE_RELU_BLOCKS(double, f64)
+DEFINE_RELU_BLOCKS(float, float, f32, SAME, SAME)
+DEFINE_RELU_BLOCKS(double, double, f64, SAME, SAME)
+DEFINE_RELU_BLOCKS(uint16_t, float, bf16, load_bf16, store_bf16)
+DEFINE_RELU_BLOCKS(uint16_t, float, f16, load_f16, store_f16)
 
 /* Split n elements into fixed blocks (block b uses words b * BLOCK/2 + j) and run them on up
  * to nthreads OpenMP threads; the result does not depend on the split. */
@@ -276,35 +342,37 @@ DEFINE_RELU_BLOCKS(double, f64)
         }                                                                                   \
     } while (0)
 
-#define DEFINE_ENTRY_POINTS(T, SUFFIX)                                                       \
+#define DEFINE_ENTRY_POINTS(T, C, SUFFIX)                                                       \
     void dl_dropout_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, uint32_t thr,      \
-                             T factor, int nthreads) {                                      \
+                             C factor, int nthreads) {                                      \
         uint64_t key = mix64(seed);                                                         \
         WRITE_BLOCKS(T, x, y, n, nthreads, key, dropout_block_##SUFFIX, thr, factor);       \
     }                                                                                       \
                                                                                             \
-    void dl_gaussian_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, T sigma,          \
+    void dl_gaussian_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, C sigma,          \
                               int nthreads) {                                               \
         uint64_t key = mix64(seed);                                                         \
         WRITE_BLOCKS(T, x, y, n, nthreads, key, gaussian_block_##SUFFIX, sigma);            \
     }                                                                                       \
                                                                                             \
     void dl_relu_dropout_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, uint32_t thr, \
-                                  T factor, int nthreads) {                                 \
+                                  C factor, int nthreads) {                                 \
         uint64_t key = mix64(seed);                                                         \
         WRITE_BLOCKS(T, x, y, n, nthreads, key, relu_dropout_block_##SUFFIX, thr, factor);  \
     }                                                                                       \
                                                                                             \
     void dl_relu_dropout_grad_##SUFFIX(const T *x, const T *g, T *dx, int64_t n,            \
-                                       uint64_t seed, uint32_t thr, T factor, int nthreads) { \
+                                       uint64_t seed, uint32_t thr, C factor, int nthreads) { \
         uint64_t key = mix64(seed);                                                         \
         advise_huge(dx, n * (int64_t)sizeof(T));                                            \
         FOR_BLOCKS(n, nthreads, relu_dropout_grad_block_##SUFFIX(                           \
                                     x + lo, g + lo, dx + lo, len, key, c0, thr, factor));   \
     }
 
-DEFINE_ENTRY_POINTS(float, f32)
-DEFINE_ENTRY_POINTS(double, f64)
+DEFINE_ENTRY_POINTS(float, float, f32)
+DEFINE_ENTRY_POINTS(double, double, f64)
+DEFINE_ENTRY_POINTS(uint16_t, float, bf16)
+DEFINE_ENTRY_POINTS(uint16_t, float, f16)
 
 /* Momentum SGD on one parameter tensor, in place (dropoutlab.recipe.MomentumSGD):
  *
@@ -331,6 +399,29 @@ DEFINE_ENTRY_POINTS(double, f64)
 DEFINE_SGD(float, f32, fmaf)
 DEFINE_SGD(double, f64, fma)
 
+/* The same update for bfloat16 mixed precision (dropoutlab.bf16_weights): float32 master
+ * weights w and velocities v, a bfloat16 gradient g (from the bfloat16 working copy the forward
+ * pass used), and that working copy w16 rewritten from the new w:
+ *
+ *     v = v * m;  v = fma(float(g), s, v);  w = w + v;  w16 = bf16(w)
+ *
+ * bitwise the float32 update on the widened gradient followed by a cast, in one pass. */
+void dl_sgd_bf16_f32(float *w, float *v, const uint16_t *g, uint16_t *w16, int64_t n, float m,
+                     float s, int nthreads) {
+    int64_t nblocks = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, nthreads))
+    for (int64_t b = 0; b < nblocks; ++b) {
+        int64_t hi = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;
+        for (int64_t i = b * BLOCK; i < hi; ++i) {
+            float vi = fmaf(load_bf16(g[i]), s, v[i] * m);
+            float wi = w[i] + vi;
+            v[i] = vi;
+            w[i] = wi;
+            w16[i] = store_bf16(wi);
+        }
+    }
+}
+
 /* The raw words, for tests that check the generator against its definition. */
 void dl_words(uint64_t seed, int64_t start, int64_t n, uint64_t *out) {
     uint64_t key = mix64(seed);
@@ -340,4 +431,4 @@ void dl_words(uint64_t seed, int64_t start, int64_t n, uint64_t *out) {
 
 
 /* Version of this ABI; _build.py refuses a library that reports another. */
-int dl_abi_version(void) { return 4; }
+int dl_abi_version(void) { return 5; }

@@ -44,16 +44,17 @@
 #include <cstdint>
 
 extern "C" {
-void dl_dropout_f32(const float *, float *, int64_t, uint64_t, uint32_t, float, int);
-void dl_dropout_f64(const double *, double *, int64_t, uint64_t, uint32_t, double, int);
-void dl_gaussian_f32(const float *, float *, int64_t, uint64_t, float, int);
-void dl_gaussian_f64(const double *, double *, int64_t, uint64_t, double, int);
-void dl_relu_dropout_f32(const float *, float *, int64_t, uint64_t, uint32_t, float, int);
-void dl_relu_dropout_f64(const double *, double *, int64_t, uint64_t, uint32_t, double, int);
-void dl_relu_dropout_grad_f32(const float *, const float *, float *, int64_t, uint64_t, uint32_t,
-                              float, int);
-void dl_relu_dropout_grad_f64(const double *, const double *, double *, int64_t, uint64_t,
-                              uint32_t, double, int);
+#define DL_DECLARE(S, C, SUFFIX)                                                                \
+    void dl_dropout_##SUFFIX(const S *, S *, int64_t, uint64_t, uint32_t, C, int);             \
+    void dl_gaussian_##SUFFIX(const S *, S *, int64_t, uint64_t, C, int);                      \
+    void dl_relu_dropout_##SUFFIX(const S *, S *, int64_t, uint64_t, uint32_t, C, int);        \
+    void dl_relu_dropout_grad_##SUFFIX(const S *, const S *, S *, int64_t, uint64_t, uint32_t, \
+                                       C, int);
+DL_DECLARE(float, float, f32)
+DL_DECLARE(double, double, f64)
+DL_DECLARE(uint16_t, float, bf16)  // bfloat16 storage, computed in float (dropout.c)
+DL_DECLARE(uint16_t, float, f16)   // IEEE float16 storage, computed in float
+#undef DL_DECLARE
 }
 
 namespace {
@@ -80,9 +81,44 @@ uint32_t drop_threshold(double p) {
 void check_input(const at::Tensor &x, const char *op, const char *name) {
     TORCH_CHECK(x.device().is_cpu(), "dropoutlab::", op, ": `", name,
                 "` must be a CPU tensor, got device=", x.device());
-    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "dropoutlab::",
-                op, ": `", name, "` must be float32 or float64, got dtype=", x.scalar_type());
+    at::ScalarType t = x.scalar_type();
+    TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf,
+                "dropoutlab::", op, ": `", name,
+                "` must be float32, float64, bfloat16 or float16, got dtype=", t);
 }
+
+/* Storage pointers for the C kernels: 16-bit tensors pass their bits as uint16_t. */
+template <typename S>
+const S *in(const at::Tensor &t) {
+    return static_cast<const S *>(t.const_data_ptr());
+}
+template <typename S>
+S *out_ptr(at::Tensor &t) {
+    return static_cast<S *>(t.mutable_data_ptr());
+}
+
+/* KERNEL##_<suffix>(ARGS) for dtype t, with S the storage type and C the compute type (float for
+ * the 16-bit ones) in scope for ARGS. check_input has already admitted t. */
+#define DL_CALL(t, KERNEL, ...)                                                             \
+    do {                                                                                    \
+        if ((t) == at::kFloat) {                                                            \
+            using S = float;                                                                \
+            using C = float;                                                                \
+            KERNEL##_f32(__VA_ARGS__);                                                      \
+        } else if ((t) == at::kDouble) {                                                    \
+            using S = double;                                                               \
+            using C = double;                                                               \
+            KERNEL##_f64(__VA_ARGS__);                                                      \
+        } else if ((t) == at::kBFloat16) {                                                  \
+            using S = uint16_t;                                                             \
+            using C = float;                                                                \
+            KERNEL##_bf16(__VA_ARGS__);                                                     \
+        } else {                                                                            \
+            using S = uint16_t;                                                             \
+            using C = float;                                                                \
+            KERNEL##_f16(__VA_ARGS__);                                                      \
+        }                                                                                   \
+    } while (0)
 
 uint64_t seed_value(const at::Tensor &seed, const char *op) {
     TORCH_CHECK(seed.dim() == 0 && seed.scalar_type() == at::kLong && seed.device().is_cpu(),
@@ -105,13 +141,8 @@ at::Tensor dropout_cpu(const at::Tensor &x, const at::Tensor &seed, double p, do
     at::Tensor out = at::empty_like(src);
     uint64_t s = seed_value(seed, "dropout");
     uint32_t thr = drop_threshold(p);
-    int threads = at::get_num_threads();
-    if (src.scalar_type() == at::kFloat)
-        dl_dropout_f32(src.const_data_ptr<float>(), out.mutable_data_ptr<float>(), src.numel(), s,
-                       thr, static_cast<float>(factor), threads);
-    else
-        dl_dropout_f64(src.const_data_ptr<double>(), out.mutable_data_ptr<double>(), src.numel(),
-                       s, thr, factor, threads);
+    DL_CALL(src.scalar_type(), dl_dropout, in<S>(src), out_ptr<S>(out), src.numel(), s, thr,
+            static_cast<C>(factor), at::get_num_threads());
     return out;
 }
 
@@ -120,13 +151,8 @@ at::Tensor gaussian_cpu(const at::Tensor &x, const at::Tensor &seed, double sigm
     at::Tensor src = x.contiguous(walk_format(x));
     at::Tensor out = at::empty_like(src);
     uint64_t s = seed_value(seed, "gaussian");
-    int threads = at::get_num_threads();
-    if (src.scalar_type() == at::kFloat)
-        dl_gaussian_f32(src.const_data_ptr<float>(), out.mutable_data_ptr<float>(), src.numel(),
-                        s, static_cast<float>(sigma), threads);
-    else
-        dl_gaussian_f64(src.const_data_ptr<double>(), out.mutable_data_ptr<double>(),
-                        src.numel(), s, sigma, threads);
+    DL_CALL(src.scalar_type(), dl_gaussian, in<S>(src), out_ptr<S>(out), src.numel(), s,
+            static_cast<C>(sigma), at::get_num_threads());
     return out;
 }
 
@@ -137,13 +163,8 @@ at::Tensor relu_dropout_cpu(const at::Tensor &x, const at::Tensor &seed, double 
     at::Tensor out = at::empty_like(src);
     uint64_t s = seed_value(seed, "relu_dropout");
     uint32_t thr = drop_threshold(p);
-    int threads = at::get_num_threads();
-    if (src.scalar_type() == at::kFloat)
-        dl_relu_dropout_f32(src.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
-                            src.numel(), s, thr, static_cast<float>(factor), threads);
-    else
-        dl_relu_dropout_f64(src.const_data_ptr<double>(), out.mutable_data_ptr<double>(),
-                            src.numel(), s, thr, factor, threads);
+    DL_CALL(src.scalar_type(), dl_relu_dropout, in<S>(src), out_ptr<S>(out), src.numel(), s, thr,
+            static_cast<C>(factor), at::get_num_threads());
     return out;
 }
 
@@ -158,15 +179,8 @@ at::Tensor relu_dropout_backward_cpu(const at::Tensor &grad, const at::Tensor &x
     at::Tensor out = at::empty_like(src);
     uint64_t s = seed_value(seed, "relu_dropout_backward");
     uint32_t thr = drop_threshold(p);
-    int threads = at::get_num_threads();
-    if (src.scalar_type() == at::kFloat)
-        dl_relu_dropout_grad_f32(src.const_data_ptr<float>(), g.const_data_ptr<float>(),
-                                 out.mutable_data_ptr<float>(), src.numel(), s, thr,
-                                 static_cast<float>(factor), threads);
-    else
-        dl_relu_dropout_grad_f64(src.const_data_ptr<double>(), g.const_data_ptr<double>(),
-                                 out.mutable_data_ptr<double>(), src.numel(), s, thr, factor,
-                                 threads);
+    DL_CALL(src.scalar_type(), dl_relu_dropout_grad, in<S>(src), in<S>(g), out_ptr<S>(out),
+            src.numel(), s, thr, static_cast<C>(factor), at::get_num_threads());
     return out;
 }
 
@@ -380,7 +394,7 @@ TORCH_LIBRARY(dropoutlab, m) {
     m.def("draw_gaussian(Tensor x, float sigma, Generator? generator=None) -> Tensor");
     m.def("draw_relu_dropout(Tensor x, float p, float factor, Generator? generator=None) "
           "-> Tensor");
-    m.def("abi_version() -> int", []() -> int64_t { return 2; });
+    m.def("abi_version() -> int", []() -> int64_t { return 3; });
 }
 
 TORCH_LIBRARY_IMPL(dropoutlab, CompositeImplicitAutograd, m) {
