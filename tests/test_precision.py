@@ -100,6 +100,23 @@ class TestMixedPrecisionTraining:
         assert errors["fp32"] is not None and errors["bf16"] is not None
         assert errors["bf16"] < 20.0 and abs(errors["bf16"] - errors["fp32"]) < 5.0
 
+    def test_bf16_copies_give_autocasts_numbers(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Training on the bfloat16 working copies (dropoutlab.bf16_weights) ends bitwise where
+        plain autocast ends, max-norm projections included: the same history, the same
+        float32 weights."""
+        from dropoutlab import train as train_module
+
+        config = self.config("bf16")
+        copies = train(config, progress=False, keep_model=True)
+        monkeypatch.setattr(train_module, "_uses_bf16_copies", lambda config, model: False)
+        autocast = train(config, progress=False, keep_model=True)
+        strip = [{k: v for k, v in row.items() if k != "seconds"} for row in copies.history]
+        assert strip == [{k: v for k, v in row.items() if k != "seconds"}
+                         for row in autocast.history]
+        assert copies.model is not None and autocast.model is not None
+        for p, q in zip(copies.model.parameters(), autocast.model.parameters(), strict=True):
+            assert torch.equal(p, q)
+
     def test_same_seed_same_bf16_result(self) -> None:
         """bf16 runs are as reproducible as fp32 ones: the same seed gives the same history."""
         first, second = (train(self.config("bf16"), progress=False) for _ in range(2))

@@ -140,11 +140,13 @@ class TestResume:
         monkeypatch.setattr(recipe.MomentumSGD, "step", step)
 
     # Update 35 is the end of epoch 1 (35 batches of 32); update 50 is mid-epoch 2.
-    @pytest.mark.parametrize("update, signum", [(35, signal.SIGINT), (50, signal.SIGTERM)])
+    # bf16 trains on bfloat16 copies of the weights, rebuilt from the checkpoint's float32 ones.
+    @pytest.mark.parametrize("update, signum, precision", [
+        (35, signal.SIGINT, "fp32"), (50, signal.SIGTERM, "fp32"), (50, signal.SIGTERM, "bf16")])
     def test_resume_equals_uninterrupted(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         update: int, signum: int) -> None:
+                                         update: int, signum: int, precision: str) -> None:
         """A signal writes a checkpoint and raises; resuming ends bitwise equal to a clean run."""
-        config = tiny(seed=3)
+        config = tiny(seed=3, precision=precision)
         clean = train(config, progress=False, keep_model=True)
         path = tmp_path / "ckpt.pt"
         with monkeypatch.context() as patch:

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from dropoutlab import backend, kernels, penalties
+from dropoutlab.bf16_weights import BF16Weights
 from dropoutlab.config import OptimConfig
 from dropoutlab.constraints import MaxNorm
 
@@ -77,15 +78,22 @@ class MomentumSGD:
         model: The model whose parameters are updated.
         damped: Use Δw ← mΔw − (1 − m)εg (True) or Δw ← mΔw − εg (False).
         max_norm: Radius c of the max-norm ball, or ``None`` for no constraint.
+        copies: bfloat16 working copies of ``model``'s parameters that the forward pass ran on
+            (mixed precision, :class:`dropoutlab.bf16_weights.BF16Weights`): their gradients
+            update the float32 parameters, and each step rewrites them.
     """
 
     def __init__(self, model: nn.Module, *, damped: bool = True,
-                 max_norm: float | None = None) -> None:
+                 max_norm: float | None = None, copies: BF16Weights | None = None) -> None:
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.velocity = [torch.zeros_like(p) for p in self.params]
         self.damped = damped
         self.constraint = MaxNorm(max_norm) if max_norm is not None else None
+        if copies is not None and [id(p) for p in copies.masters] != [id(p) for p in self.params]:
+            raise ValueError("`copies` must be the BF16Weights of `model` (the same trainable "
+                             "parameters in the same order)")
+        self.copies = copies
 
     def zero_grad(self, *, set_to_none: bool = True) -> None:
         """Clear the gradients before the next backward.
@@ -102,6 +110,8 @@ class MomentumSGD:
                 A kept gradient that a later backward does not reach stays zero, so momentum
                 still moves that parameter, as for any weight the loss does not depend on.
         """
+        if self.copies is not None:
+            self.copies.zero_grad()
         if set_to_none:
             for p in self.params:
                 p.grad = None
@@ -118,9 +128,22 @@ class MomentumSGD:
         same elementwise operations, in the same order, as one loop per parameter, so bitwise
         the per-parameter result. On CPU the native kernel does all three in one pass over
         memory (:func:`dropoutlab.kernels.momentum_step_`, unless the backend is ``"torch"``);
-        elsewhere three batched ``torch._foreach_*`` calls do them.
+        elsewhere three batched ``torch._foreach_*`` calls do them. With bfloat16 ``copies``
+        the gradients are theirs, widened to float32, and the same pass rewrites the copies
+        (:func:`dropoutlab.kernels.momentum_step_bf16_`); copies the projection changes are
+        re-cast after it.
         """
         grad_scale = -(1.0 - m) * lr if self.damped else -lr
+        if self.copies is not None:
+            self._step_with_copies(m, grad_scale)
+        else:
+            self._step(m, grad_scale)
+        if self.constraint is not None:
+            self.constraint(self.model)
+            if self.copies is not None:
+                self.copies.refresh()  # re-cast the weights the projection changed
+
+    def _step(self, m: float, grad_scale: float) -> None:
         # Parameters without a gradient (unused by this step's loss) are left alone.
         params: list[torch.Tensor] = []
         velocity: list[torch.Tensor] = []
@@ -135,8 +158,30 @@ class MomentumSGD:
             torch._foreach_mul_(velocity, m)
             torch._foreach_add_(velocity, grads, alpha=grad_scale)
             torch._foreach_add_(params, velocity)
-        if self.constraint is not None:
-            self.constraint(self.model)
+
+    def _step_with_copies(self, m: float, grad_scale: float) -> None:
+        """The update from the bfloat16 copies' gradients (plus any float32 gradient a penalty
+        left on a parameter), then each copy rewritten from its updated parameter."""
+        assert self.copies is not None
+        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for p, v, c in zip(self.params, self.velocity, self.copies.copies, strict=True):
+            if c.grad is None and p.grad is None:
+                continue  # unused by this step's loss: left alone
+            g: torch.Tensor | None = c.grad if p.grad is None else p.grad
+            if c.grad is not None and p.grad is not None:
+                g = p.grad + c.grad.float()
+            assert g is not None
+            rows.append((p, v, g, c))
+        if not rows:
+            return
+        params, velocity, grads, copies = (list(part) for part in zip(*rows, strict=True))
+        if not (backend.get_backend() != "torch"
+                and kernels.momentum_step_bf16_(params, velocity, grads, copies, m, grad_scale)):
+            torch._foreach_mul_(velocity, m)
+            torch._foreach_add_(velocity, [g.float() for g in grads], alpha=grad_scale)
+            torch._foreach_add_(params, velocity)
+            torch._foreach_copy_(copies, params)
+        self.copies.written()
 
     def state_dict(self) -> dict[str, list[torch.Tensor]]:
         """The velocities, for a checkpoint."""

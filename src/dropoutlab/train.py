@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from dropoutlab import data as data_module
 from dropoutlab import recipe
+from dropoutlab.bf16_weights import BF16Weights
 from dropoutlab.checkpoint import CheckpointError, StopRequest, load_checkpoint, save_checkpoint
 from dropoutlab.config import RunConfig, config_hash
 from dropoutlab.models import build_model, set_dropout_generator
@@ -274,6 +275,14 @@ def _build(config: RunConfig) -> tuple[data_module.Dataset, nn.Module, dict[str,
     return dataset, model, gens
 
 
+def _uses_bf16_copies(config: RunConfig, model: nn.Module) -> bool:
+    """Whether a run trains on bfloat16 working copies of its weights: in bf16 precision, for
+    float32 models whose forward pass alone gives the loss (the KL-sparsity penalty reads the
+    hidden activations through ``forward_with_hidden``, which runs under plain autocast)."""
+    return (config.precision == "bf16" and config.optim.kl_sparsity == 0
+            and all(p.dtype == torch.float32 for p in model.parameters()))
+
+
 class TrainingLoop:
     """The state of one run between mini-batches, and the loop that advances it.
 
@@ -286,8 +295,12 @@ class TrainingLoop:
         self.config = config
         self.dataset, self.model, self.gens = _build(config)
         self.reconstruct = _is_autoencoder(config)
+        # bf16: the forward pass runs on bfloat16 copies of the weights that each update
+        # rewrites, instead of autocast casting every weight and its gradient on every step
+        # (bitwise the same numbers; dropoutlab.bf16_weights)
+        self.copies = BF16Weights(self.model) if _uses_bf16_copies(config, self.model) else None
         self.opt = recipe.MomentumSGD(self.model, damped=config.optim.damped_momentum,
-                                      max_norm=config.optim.max_norm)
+                                      max_norm=config.optim.max_norm, copies=self.copies)
         n_train = len(self.dataset.train_y)
         self.batches_per_epoch = math.ceil(n_train / config.optim.batch_size)
         device = self.dataset.train_x.device
@@ -454,7 +467,7 @@ class TrainingLoop:
                     out, hidden = model.forward_with_hidden(xb)  # type: ignore[operator]
                     hidden = [h.float() for h in hidden]
                 else:
-                    out, hidden = model(xb), []
+                    out, hidden = (model if self.copies is None else self.copies)(xb), []
             loss, wrong = _loss_and_wrong(out, xb, yb, self.reconstruct)
             extra = recipe.penalty(model, optim, self.epoch, hidden)
             total = loss if extra is None else loss + extra
