@@ -100,13 +100,21 @@ class TestMixedPrecisionTraining:
         assert errors["fp32"] is not None and errors["bf16"] is not None
         assert errors["bf16"] < 20.0 and abs(errors["bf16"] - errors["fp32"]) < 5.0
 
-    def test_bf16_copies_give_autocasts_numbers(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    @pytest.mark.parametrize("changes", [
+        {},
+        {"model.kind": "convnet", "model.conv_channels": (4, 4, 4), "model.conv_fc": (8, 8),
+         "epochs": 2},
+        {"model.kind": "autoencoder", "model.hidden": (16,), "epochs": 2},
+        {"optim.l2": 1e-4, "optim.l1": 1e-5, "epochs": 2},
+    ], ids=["mlp", "convnet", "autoencoder", "penalties"])
+    def test_bf16_copies_give_autocasts_numbers(self, monkeypatch: pytest.MonkeyPatch,
+                                                changes: dict[str, object]) -> None:
         """Training on the bfloat16 working copies (dropoutlab.bf16_weights) ends bitwise where
-        plain autocast ends, max-norm projections included: the same history, the same
-        float32 weights."""
+        plain autocast ends, max-norm projections and weight penalties included, for every
+        model kind: the same history, the same float32 weights."""
         from dropoutlab import train as train_module
 
-        config = self.config("bf16")
+        config = with_changes(self.config("bf16"), changes)
         copies = train(config, progress=False, keep_model=True)
         monkeypatch.setattr(train_module, "_uses_bf16_copies", lambda config, model: False)
         autocast = train(config, progress=False, keep_model=True)
