@@ -123,17 +123,19 @@ class TestCompile:
             code = "\n".join(g.code for g in explanation.graphs)
             assert ("dropoutlab" in code) == train
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     @pytest.mark.parametrize("op", ["dropout", "relu_dropout", "gaussian_dropout"])
-    def test_compiled_masks_are_eager_masks(self, op: str, global_seed: int) -> None:
+    def test_compiled_masks_are_eager_masks(self, op: str, global_seed: int,
+                                            dtype: torch.dtype) -> None:
         """The same torch.manual_seed gives bitwise the same output and gradient compiled
-        (aot_eager: Dynamo and AOT autograd) and eager."""
+        (aot_eager: Dynamo and AOT autograd) and eager, in float32 and bfloat16."""
         fn = getattr(F, op)
 
         def f(t: torch.Tensor) -> torch.Tensor:
             return fn(t, 0.3) * 3
 
         compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
-        x = torch.randn(64, 65, generator=torch.Generator().manual_seed(1))
+        x = torch.randn(64, 65, generator=torch.Generator().manual_seed(1)).to(dtype)
         results = []
         for g in (f, compiled):
             leaf = x.clone().requires_grad_()
