@@ -25,6 +25,9 @@
  * nondeterministic_seeded, so compilers never merge, reorder or recompute the draw, and the
  * backward pass regenerates the mask from the seed (nothing per element is saved).
  *
+ * Dtypes: float32, float64, bfloat16 and float16 (the 16-bit ones computed in float32 and
+ * rounded once, see dropout.c), CPU only.
+ *
  * Memory order: a contiguous input is walked in its logical order. A channels_last(_3d) input is
  * walked in memory order and the output keeps that format (as torch's dropout does). Any other
  * strides are first copied to a contiguous tensor. Backward brings the gradient into the
