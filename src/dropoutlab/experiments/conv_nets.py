@@ -48,13 +48,14 @@ from dropoutlab.experiments.common import (
     status_note,
 )
 from dropoutlab.experiments.paper_numbers import TABLE4
-from dropoutlab.report.content import Analysis, Deviation, Figure, Table
+from dropoutlab.report.content import Analysis, Deviation, Figure, Premise, Table
 
 __all__ = ["EXPERIMENT", "ConvNets", "fashion_available", "find_datasets"]
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "svhn")
 VARIANTS = ("no dropout", "dropout in fc layers", "dropout in all layers")
 RETAIN_ALL = (0.9, 0.75, 0.75, 0.5, 0.5, 0.5)  # input, conv1, conv2, conv3, fc1, fc2 (§6.1.2)
+PAPER_FILTERS = (96, 128, 256)  # conv1-3 of the paper's conv nets (shared/paper.md marks "(?)")
 
 _SCALE: dict[str, dict[str, Any]] = {
     "smoke": {"model.conv_channels": (4, 4, 8), "model.conv_fc": (16, 16), "epochs": 1,
@@ -150,6 +151,20 @@ def variant_config(base: RunConfig, variant: str) -> RunConfig:
     return with_changes(base, {"model.dropout": "bernoulli", "model.conv_drop": drops})
 
 
+def kept_filters_premise(dataset: str, record: Any) -> Premise:
+    """"Dropout nets respect n/p" (§A.1) in the conv layers: the filters each conv layer keeps at
+    its retention, p·n, against the paper's (96, 128, 256 filters at 0.75, 0.75, 0.5)."""
+    check = (f"{dataset}: the all-layer dropout net keeps the paper's p·n filters per conv "
+             "layer (n/p rule, §A.1)")
+    drops = config_value(record, "model.conv_drop")[1:4]  # on the outputs of conv1-3
+    filters = config_value(record, "model.conv_channels")
+    kept = [round(n * (1 - d)) for n, d in zip(filters, drops, strict=True)]
+    paper = [round(n * r) for n, r in zip(PAPER_FILTERS, RETAIN_ALL[1:4], strict=True)]
+    return Premise(check, all(k >= q for k, q in zip(kept, paper, strict=True)),
+                   f"kept p·n = {', '.join(map(str, kept))} (paper: "
+                   f"{', '.join(map(str, paper))})")
+
+
 class ConvNets(GridExperiment):
     """Tables 3–4: conv nets with no dropout, dropout in fc layers, dropout in all layers."""
 
@@ -239,6 +254,9 @@ class ConvNets(GridExperiment):
             if by_variant.get("no dropout"):
                 analysis.premises.append(overfits_premise(f"{dataset}: the no-dropout net",
                                                           by_variant["no dropout"]))
+            if by_variant.get("dropout in all layers"):
+                analysis.premises.append(kept_filters_premise(
+                    dataset, by_variant["dropout in all layers"][0]))
             if by_variant:
                 premise = converged_premise(by_variant)
                 analysis.premises.append(dataclasses.replace(
