@@ -342,7 +342,7 @@ DEFINE_RELU_BLOCKS(uint16_t, float, f16, load_f16, store_f16)
         }                                                                                   \
     } while (0)
 
-#define DEFINE_ENTRY_POINTS(T, C, SUFFIX)                                                       \
+#define DEFINE_ENTRY_POINTS(T, C, SUFFIX)                                                    \
     void dl_dropout_##SUFFIX(const T *x, T *y, int64_t n, uint64_t seed, uint32_t thr,      \
                              C factor, int nthreads) {                                      \
         uint64_t key = mix64(seed);                                                         \
