@@ -276,11 +276,12 @@ def _build(config: RunConfig) -> tuple[data_module.Dataset, nn.Module, dict[str,
 
 
 def _uses_bf16_copies(config: RunConfig, model: nn.Module) -> bool:
-    """Whether a run trains on bfloat16 working copies of its weights: in bf16 precision, for
+    """Whether a run trains on bfloat16 working copies of its weights: in bf16 precision on the
+    CPU (where the one-pass update that rewrites them runs; CUDA keeps plain autocast), for
     float32 models whose forward pass alone gives the loss (the KL-sparsity penalty reads the
     hidden activations through ``forward_with_hidden``, which runs under plain autocast)."""
     return (config.precision == "bf16" and config.optim.kl_sparsity == 0
-            and all(p.dtype == torch.float32 for p in model.parameters()))
+            and all(p.is_cpu and p.dtype == torch.float32 for p in model.parameters()))
 
 
 class TrainingLoop:
