@@ -454,23 +454,29 @@ class TestGaussianDropoutStatistics:
 class TestOracle:
     """Agreement with torch.nn.functional.dropout, gradcheck, and the paper's closed forms."""
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
     def test_same_statistics_as_torch_dropout(
-        self, dropout_backend: str, device: torch.device, global_seed: int, p: float
+        self, dropout_backend: str, device: torch.device, global_seed: int, p: float,
+        dtype: torch.dtype,
     ) -> None:
         """Ours (scale="train") and torch's F.dropout agree in law, not bitwise.
 
-        Both outputs take only the values {0, x/(1 − p)} (to rounding), and the drop fractions
-        are each within Hoeffding bounds of p at δ/2, hence within 2t of each other. Eval is the
-        identity for both. False-failure rate ≤ δ = 1e-6.
+        Both outputs take only the values {0, x/(1 − p)} (to rounding: 2e-7 relative in
+        float32; in bfloat16 one rounding of the product and, for torch, one of its bf16 scale
+        too, so 2 · 2^-8), and the drop fractions are each within Hoeffding bounds of p at δ/2,
+        hence within 2t of each other. Eval is the identity for both. False-failure rate
+        ≤ δ = 1e-6.
         """
-        x = nonzero_input((512, 512), torch.float32, device)
+        x = nonzero_input((512, 512), dtype, device)
+        rtol = 2e-7 if dtype == torch.float32 else 2 * 2.0**-8
         torch.manual_seed(global_seed)
         theirs = torch.nn.functional.dropout(x, p, training=True)
         ours = F.dropout(x, p, generator=torch.Generator(device).manual_seed(global_seed))
         for y in (ours, theirs):
             kept = y != 0
-            torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=2e-7, atol=0)
+            torch.testing.assert_close(y[kept].double(), x[kept].double() / (1 - p), rtol=rtol,
+                                       atol=0)
         t = hoeffding(x.numel(), DELTA / 2)
         ours_p = (ours == 0).double().mean().item()
         theirs_p = (theirs == 0).double().mean().item()
@@ -479,16 +485,19 @@ class TestOracle:
         assert torch.equal(F.dropout(x, p, training=False),
                            torch.nn.functional.dropout(x, p, training=False))
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     @pytest.mark.parametrize("p", [0.2, 0.5])
     def test_same_gradient_rule_as_torch_dropout(
-        self, dropout_backend: str, global_seed: int, p: float
+        self, dropout_backend: str, global_seed: int, p: float, dtype: torch.dtype
     ) -> None:
         """Gradients follow torch's rule: for any upstream grad g, dx = g · mask / (1 − p).
 
         torch's gradient applied to *its* mask and ours to *ours* follow the same rule; with
-        scale="test" ours is g · mask. Deterministic given the masks.
+        scale="test" ours is g · mask. Deterministic given the masks. In bfloat16 the product
+        is rounded once (torch may round its scale too): 2 · 2^-8 relative.
         """
-        g = torch.randn(64, 80, generator=torch.Generator().manual_seed(7))
+        rtol = 2e-7 if dtype == torch.float32 else 2 * 2.0**-8
+        g = torch.randn(64, 80, generator=torch.Generator().manual_seed(7)).to(dtype)
         for fn, rule_factor in (
             (lambda t: torch.nn.functional.dropout(t, p, training=True), 1 / (1 - p)),
             (lambda t: F.dropout(t, p, generator=torch.Generator().manual_seed(global_seed)),
@@ -496,12 +505,13 @@ class TestOracle:
             (lambda t: F.dropout(t, p, scale="test",
                                  generator=torch.Generator().manual_seed(global_seed)), 1.0),
         ):
-            x = nonzero_input((64, 80), torch.float32, torch.device("cpu")).requires_grad_()
+            x = nonzero_input((64, 80), dtype, torch.device("cpu")).requires_grad_()
             y = fn(x)
             y.backward(g)
-            assert x.grad is not None
-            mask = (y != 0).float()
-            torch.testing.assert_close(x.grad, g * mask * rule_factor, rtol=2e-7, atol=0)
+            assert x.grad is not None and x.grad.dtype == dtype
+            mask = (y != 0).double()
+            torch.testing.assert_close(x.grad.double(), g.double() * mask * rule_factor,
+                                       rtol=rtol, atol=0)
 
     @pytest.mark.parametrize(
         "op",
