@@ -58,6 +58,12 @@ class TestMaxNormFunction:
         eps = torch.finfo(dtype).eps
         torch.testing.assert_close(after[~inside], torch.full((3,), c, dtype=torch.float64),
                                    rtol=4 * eps, atol=0)
+        # the projected rows are exactly the documented product: w · (c / ‖w‖), computed in at
+        # least float32 and rounded once (the in-place float32/64 path and the copy for 16 bits)
+        work = before.to(torch.promote_types(dtype, torch.float32))
+        norm = torch.linalg.vector_norm(work, dim=1, keepdim=True)
+        expected = (work * torch.where(norm > c, c / norm, torch.ones_like(norm))).to(dtype)
+        assert torch.equal(weight, expected)
         cosine = nn.functional.cosine_similarity(weight[~inside].double(),
                                                  before[~inside].double(), dim=1)
         assert (cosine > 1 - 4 * eps).all()

@@ -75,7 +75,10 @@ def max_norm_(
     too_long = norms > c
     if bool(too_long.any()):
         factor = torch.where(too_long, c / norms, torch.ones_like(norms))  # exactly 1 inside
-        weight.copy_(work * factor)
+        if work is weight:  # float32/float64: the same products, without a temporary
+            weight.mul_(factor)
+        else:
+            weight.copy_(work * factor)
     return weight
 
 
