@@ -490,9 +490,9 @@ class TestSixteenBit:
         subprocess.run([compiler, "-O2", "-std=c11", "-shared", "-fPIC", "-ffp-contract=off",
                         "-DDL_PORTABLE_F16", str(_build.SOURCE), "-o", str(lib_path), "-lm"],
                        check=True, capture_output=True)
-        fn = ctypes.CDLL(str(lib_path)).dl_dropout_f16
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64,
-                       ctypes.c_uint32, ctypes.c_float, ctypes.c_int]
+        handle = ctypes.CDLL(str(lib_path))
+        _build._declare(handle)  # the library's own signatures
+        fn = handle.dl_dropout_f16
         every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(torch.float16)
         wide = torch.randn(1 << 16, generator=torch.Generator().manual_seed(0)).half()
         for x, factor in ((every, 1.0), (wide, 1.25), (wide, 3.3e-5), (wide, 1e4), (wide, 7.0)):

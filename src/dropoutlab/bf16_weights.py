@@ -56,14 +56,14 @@ class BF16Weights:
             self.names.append(name)
             self.masters.append(p)
         self.copies = [p.detach().to(torch.bfloat16).requires_grad_() for p in self.masters]
+        self._by_name = dict(zip(self.names, self.copies, strict=True))  # for functional_call
         self._versions = [p._version for p in self.masters]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The model's forward pass on ``x`` with the bfloat16 copies, under bf16 autocast."""
         self.refresh()
         with autocast("bf16", x.device):
-            out: torch.Tensor = functional_call(self.model, dict(zip(self.names, self.copies,
-                                                                    strict=True)), (x,))
+            out: torch.Tensor = functional_call(self.model, self._by_name, (x,))
         return out
 
     @torch.no_grad()
