@@ -139,6 +139,24 @@ class TestJobs:
         with pytest.raises(ValueError, match="`seeds` must be an integer >= 1, got seeds=0"):
             seed_list("smoke", 0)
 
+    def test_rows_can_have_more_seeds(self) -> None:
+        """retention-rate's two p = 0.1 rows run 8 seeds at quick (the noise rule asked for ~6
+        a side) and dataset-size's two 50K rows 6, every other row 3, seed by seed; ``seeds=``
+        gives every row that count."""
+        jobs = EXPERIMENTS["retention-rate"].jobs("quick")
+        counts: dict[str, int] = {}
+        for job in jobs:
+            label = job.name.rsplit(" seed=", 1)[0]
+            counts[label] = counts.get(label, 0) + 1
+        assert counts["n fixed p=0.1"] == counts["p·n fixed p=0.1"] == 8
+        assert {n for label, n in counts.items() if not label.endswith("p=0.1")} == {3}
+        assert [job.config.seed for job in jobs] == sorted(job.config.seed for job in jobs)
+        override = EXPERIMENTS["retention-rate"].jobs("quick", seeds=2)
+        assert len(override) == 2 * len(counts)
+        sizes = [job.name for job in EXPERIMENTS["dataset-size"].jobs("quick")
+                 if " N=50000 " in job.name]
+        assert len(sizes) == 2 * 6
+
     def test_smoke_uses_digits_and_quick_uses_mnist(self) -> None:
         """Smoke runs on the bundled digits (fast tests), quick and paper on real MNIST."""
         for name in NEEDS_NO_DATA_DIR:
@@ -175,6 +193,16 @@ class TestPaperConventions:
         assert (config.optim.momentum_start, config.optim.momentum_end) == (0.5, 0.99)
         assert config.epochs * 50_000 // config.optim.batch_size == 1_000_000
         assert config.model.hidden == (1024, 1024, 2048)
+
+    def test_quick_keeps_the_papers_widths_where_affordable(self) -> None:
+        """Figure 10 at quick: the paper's 784-1024-1024-2048-10 at every size, in what
+        ``auto`` gives here; Table 2's two logistic rows train 100 epochs, the others 50."""
+        sizes = {j.config.model.hidden for j in EXPERIMENTS["dataset-size"].jobs("quick")}
+        assert sizes == {(1024, 1024, 2048)}
+        table2 = {j.name: j.config for j in EXPERIMENTS["mnist-architectures"].jobs("quick")}
+        assert table2["standard logistic 2×800 seed=0"].epochs == 100
+        assert table2["dropout logistic 3×1024 seed=0"].epochs == 100
+        assert table2["dropout ReLU 3×1024 seed=0"].epochs == 50
 
     def test_retention_grid_modes(self) -> None:
         """Figure 9: n fixed keeps 2048 units; p·n fixed gives 256/p units (2560 at p = 0.1)."""

@@ -158,7 +158,7 @@ class TestFlags:
 
 def test_reproduce_sets_the_precision_of_every_run() -> None:
     """``reproduce --precision`` puts every grid run in that precision (a new key); the
-    default, fp32, leaves every job exactly as the experiment built it."""
+    default leaves every job exactly as the experiment built it."""
     from dropoutlab.reproduce import plan, select
 
     experiments = select("overfitting-curves")
@@ -169,3 +169,29 @@ def test_reproduce_sets_the_precision_of_every_run() -> None:
     assert not {job.key for job in bf16[0].jobs} & {job.key for job in default[0].jobs}
     auto, _ = plan(experiments, budget="smoke", precision="auto")
     assert {job.config.precision for job in auto[0].jobs} == {resolve_precision("auto")}
+
+
+def test_reproduce_keeps_each_designs_own_precision() -> None:
+    """Without ``--precision`` a design that asks for ``auto`` (dataset-size at quick) runs in
+    what ``auto`` gives here, the others in fp32; ``--precision fp32`` puts all in fp32."""
+    from dropoutlab.reproduce import plan, select
+
+    experiments = select("dataset-size") + select("overfitting-curves")
+    designed, _ = plan(experiments, budget="quick")
+    assert {job.config.precision for job in designed[0].jobs} == {resolve_precision("auto")}
+    assert {job.config.precision for job in designed[1].jobs} == {"fp32"}
+    forced, _ = plan(experiments, budget="quick", precision="fp32")
+    assert {job.config.precision for item in forced for job in item.jobs} == {"fp32"}
+    assert forced[1].jobs == designed[1].jobs
+
+
+def test_plan_calibrates_bf16_runs_in_bf16() -> None:
+    """``--plan`` times a bf16 run's step in bf16 (its own rate), not at the fp32 rate."""
+    from dropoutlab.experiments.cost import calibrate, rate_of
+
+    fp32 = with_changes(RunConfig(), {"data.dataset": "digits", "model.hidden": (32,),
+                                      "optim.max_norm": 3.0})
+    bf16 = with_changes(fp32, {"precision": "bf16"})
+    rates = calibrate([fp32, bf16], steps=2)
+    assert len(rates) == 2
+    assert rate_of(rates, fp32) > 0 and rate_of(rates, bf16) > 0

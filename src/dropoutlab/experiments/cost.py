@@ -4,8 +4,9 @@ FLOPs are counted, not guessed: torch's ``FlopCounterMode`` counts one example's
 of the run's own network (built from its config, never trained); a training step costs three
 forward passes (forward, and the two products of the backward pass) per example, an
 evaluation one. Wall time comes from a short calibration on this machine: a few timed
-training steps of each distinct network at its batch size, on one thread (what a sweep
-worker uses), so the rate includes dropout, max-norm and the optimiser.
+training steps of each distinct network at its batch size and precision, on one thread (what a
+sweep worker uses), so the rate includes dropout, max-norm and the optimiser, and bf16 runs are
+timed in bf16 (on the working copies training uses on the CPU).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def _network_key(config: RunConfig) -> tuple[object, ...]:
     """What the FLOPs and the step rate of a run depend on."""
     m = config.model
     return (config.data.dataset, m.kind, m.hidden, m.activation, m.dropout, m.conv_channels,
-            m.conv_fc, config.optim.batch_size, config.optim.max_norm is not None)
+            m.conv_fc, config.optim.batch_size, config.optim.max_norm is not None,
+            config.precision)
 
 
 def _build(config: RunConfig) -> torch.nn.Module:
@@ -113,6 +115,8 @@ def calibrate(configs: Sequence[RunConfig], *, steps: int = 4,
         FLOP/s by network (the key :func:`rate_of` looks up).
     """
 
+    from dropoutlab.bf16_weights import BF16Weights
+    from dropoutlab.precision import autocast
     from dropoutlab.recipe import MomentumSGD
 
     threads = torch.get_num_threads()
@@ -124,15 +128,18 @@ def calibrate(configs: Sequence[RunConfig], *, steps: int = 4,
             if key in rates:
                 continue
             model = _build(config).train()
+            copies = BF16Weights(model) if config.precision == "bf16" else None
             optimizer = MomentumSGD(model, damped=config.optim.damped_momentum,
-                                    max_norm=config.optim.max_norm)
+                                    max_norm=config.optim.max_norm, copies=copies)
+            forward = copies if copies is not None else model
             x = _example(config, config.optim.batch_size)
             y = torch.randint(0, _CLASSES.get(config.data.dataset, 10), (len(x),))
             autoencoder = config.model.kind == "autoencoder"
             done, elapsed = 0, 0.0
             for i in range(steps + 1):
                 start = time.perf_counter()
-                out = model(x)
+                with autocast(config.precision, "cpu"):
+                    out = forward(x).float()
                 loss = (torch.nn.functional.mse_loss(out, x) if autoencoder
                         else torch.nn.functional.cross_entropy(out, y))
                 optimizer.zero_grad()
