@@ -185,13 +185,27 @@ def test_reproduce_keeps_each_designs_own_precision() -> None:
     assert forced[1].jobs == designed[1].jobs
 
 
-def test_plan_calibrates_bf16_runs_in_bf16() -> None:
-    """``--plan`` times a bf16 run's step in bf16 (its own rate), not at the fp32 rate."""
+def test_plan_calibrates_bf16_runs_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--plan`` times a bf16 run's steps on the bf16 weight copies training uses (its own
+    rate, its own key), and an fp32 run's without them."""
+    from dropoutlab.bf16_weights import BF16Weights
     from dropoutlab.experiments.cost import calibrate, rate_of
 
+    outputs: list[torch.dtype] = []
+    forward = BF16Weights.__call__
+
+    def counted(self: BF16Weights, x: torch.Tensor) -> torch.Tensor:
+        out = forward(self, x)
+        outputs.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(BF16Weights, "__call__", counted)
     fp32 = with_changes(RunConfig(), {"data.dataset": "digits", "model.hidden": (32,),
                                       "optim.max_norm": 3.0})
     bf16 = with_changes(fp32, {"precision": "bf16"})
-    rates = calibrate([fp32, bf16], steps=2)
+    rates = calibrate([fp32], steps=2)
+    assert outputs == []
+    rates |= calibrate([bf16], steps=2)
+    assert outputs == [torch.bfloat16] * 3  # a warm-up step and the two timed ones
     assert len(rates) == 2
     assert rate_of(rates, fp32) > 0 and rate_of(rates, bf16) > 0
