@@ -125,6 +125,9 @@ class TestRules:
         assert all_pairs_finding("x", [(low, high), (high, mid)]).outcome == CONTRADICTED
         close = ("close", Stat(1.95, 0.3, 3))
         assert all_pairs_finding("x", [(low, high), (close, high)]).outcome == WITHIN_NOISE
+        assert all_pairs_finding("x", [(low, high)]).evidence.endswith(" (n=3)")
+        more = ("more", Stat(1.0, 0.1, 6))
+        assert all_pairs_finding("x", [(low, high), (more, high)]).evidence.endswith(" (n=3–6)")
 
     def test_within_noise_bound(self) -> None:
         """|Δ| ≤ 2·sqrt(σa²/na + σb²/nb): 2·sqrt(0.03 + 0.03) ≈ 0.49 for σ = 0.3, n = 3."""

@@ -392,7 +392,8 @@ def all_pairs_finding(claim: str, pairs: Sequence[tuple[tuple[str, Stat], tuple[
     judged = [(a, b, compare(a[1], b[1])) for a, b in pairs]
     parts = [f"{la} {sa.short()}{unit} vs {lb} {sb.short()}{unit}: {c.outcome} ({c.text()})"
              for (la, sa), (lb, sb), c in judged]
-    n = min(s.n for pair in pairs for _, s in pair)
+    counts = sorted({s.n for pair in pairs for _, s in pair})  # seeds a side (rows may differ)
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     return Finding.of(claim, _combined({c.outcome for _, _, c in judged}),
                       "; ".join(parts) + f" (n={n})")
 
