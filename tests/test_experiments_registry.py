@@ -194,6 +194,14 @@ class TestPaperConventions:
         assert config.epochs * 50_000 // config.optim.batch_size == 1_000_000
         assert config.model.hidden == (1024, 1024, 2048)
 
+    @pytest.mark.parametrize("name", NEEDS_NO_DATA_DIR)
+    def test_row_seeds_name_grid_rows(self, name: str) -> None:
+        """Every row given more seeds is a row of that budget's grid (a typo would silently
+        leave it at the default count)."""
+        experiment = EXPERIMENTS[name]
+        for budget, rows in getattr(experiment, "row_seeds", {}).items():
+            assert set(rows) <= set(experiment.grid(budget, None)), (name, budget)
+
     def test_quick_keeps_the_papers_widths_where_affordable(self) -> None:
         """Figure 10 at quick: the paper's 784-1024-1024-2048-10 at every size, in what
         ``auto`` gives here; Table 2's two logistic rows train 100 epochs, the others 50."""
