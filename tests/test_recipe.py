@@ -265,3 +265,84 @@ class TestPenalty:
         assert value is not None and value.item() == pytest.approx(0.0, abs=1e-6)
         busy = penalty(nn.Linear(2, 2), optim, epoch=0, hidden=[torch.full((8, 4), 0.5)])
         assert busy is not None and busy.item() > 0.1
+
+    def test_include_l2_false_leaves_l2_to_the_update(self) -> None:
+        """``include_l2=False`` drops the L2 term (the update applies it) and keeps the rest."""
+        layer = nn.Linear(2, 1)
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        assert penalty(layer, OptimConfig(l2=0.5), epoch=0, include_l2=False) is None
+        value = penalty(layer, OptimConfig(l2=0.5, l1=1.0), epoch=0, include_l2=False)
+        assert value is not None and value.item() == pytest.approx(3.0)
+
+
+class TestFusedL2:
+    """L2 applied inside the update (g ← g + λ·2w) gives autograd's bits for λ·Σw² in the loss."""
+
+    @staticmethod
+    def _train(fused: bool, dtype: torch.dtype, *, copies: bool, l2: float,
+               max_norm: float | None) -> list[torch.Tensor]:
+        from dropoutlab.bf16_weights import BF16Weights
+        from dropoutlab.penalties import l2 as l2_sum
+        from dropoutlab.precision import autocast
+
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5)).to(dtype)
+        working = BF16Weights(model) if copies else None
+        opt = MomentumSGD(model, max_norm=max_norm, copies=working)
+        data = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            x = torch.randn(32, 20, generator=data, dtype=dtype)
+            y = torch.randint(0, 5, (32,), generator=data)
+            opt.zero_grad()
+            with autocast("bf16" if copies else "fp32", "cpu"):
+                out = (model if working is None else working)(x)
+            loss = F.cross_entropy(out.to(dtype), y)
+            if not fused:
+                loss = loss + l2 * l2_sum(model)
+            loss.backward()
+            opt.step(1.0, 0.9, l2 if fused else 0.0)
+        return [p.detach().clone() for p in model.parameters()]
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("max_norm", [None, 0.5])
+    def test_fp32_and_fp64_bitwise(self, dropout_backend: str, dtype: torch.dtype,
+                                   max_norm: float | None) -> None:
+        """Native kernel and torch ops alike; λ = 3e-3 is large enough to move the weights."""
+        fused = self._train(True, dtype, copies=False, l2=3e-3, max_norm=max_norm)
+        reference = self._train(False, dtype, copies=False, l2=3e-3, max_norm=max_norm)
+        plain = self._train(True, dtype, copies=False, l2=0.0, max_norm=max_norm)
+        for p, q in zip(fused, reference, strict=True):
+            assert torch.equal(p, q)
+        assert not torch.equal(fused[0], plain[0])  # the penalty did something
+
+    @pytest.mark.parametrize("max_norm", [None, 0.5])
+    def test_bf16_copies_bitwise(self, dropout_backend: str, max_norm: float | None) -> None:
+        """On bfloat16 working copies the fused update stays on the one-pass bf16 path and
+        still gives the numbers of the penalty's float32 gradient added to the copies'."""
+        fused = self._train(True, torch.float32, copies=True, l2=3e-3, max_norm=max_norm)
+        reference = self._train(False, torch.float32, copies=True, l2=3e-3, max_norm=max_norm)
+        for p, q in zip(fused, reference, strict=True):
+            assert torch.equal(p, q)
+
+    def test_biases_are_not_decayed(self) -> None:
+        """With a zero loss gradient the weights shrink by ε·λ·2 and the biases stay put."""
+        layer = nn.Linear(3, 2)
+        weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+        opt = MomentumSGD(layer, damped=False)
+        (0.0 * layer(torch.ones(1, 3)).sum()).backward()
+        opt.step(0.1, 0.0, l2=0.5)  # w ← w − 0.1·(0 + 0.5·2w) = 0.9·w
+        assert torch.equal(layer.bias.detach(), bias)
+        assert torch.allclose(layer.weight.detach(), 0.9 * weight, rtol=1e-6, atol=0)
+
+
+class TestFusedL2Schedule:
+    def test_fused_only_while_l1_is_off(self) -> None:
+        """Table 9's "L2 + L1 towards the end": L2 is fused before L1 starts, not after."""
+        from dropoutlab.recipe import fused_l2
+
+        optim = OptimConfig(l2=1e-4, l1=1e-5, l1_from_epoch=3)
+        assert fused_l2(optim, 2) == 1e-4
+        assert fused_l2(optim, 3) == 0.0
+        assert fused_l2(OptimConfig(l2=1e-4), 100) == 1e-4
+        assert fused_l2(OptimConfig(), 0) == 0.0

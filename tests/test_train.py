@@ -131,8 +131,8 @@ class TestResume:
         original = recipe.MomentumSGD.step
         calls = {"n": 0}
 
-        def step(self: recipe.MomentumSGD, lr: float, m: float) -> None:
-            original(self, lr, m)
+        def step(self: recipe.MomentumSGD, lr: float, m: float, l2: float = 0.0) -> None:
+            original(self, lr, m, l2)
             calls["n"] += 1
             if calls["n"] == update:
                 os.kill(os.getpid(), signum)

@@ -24,6 +24,9 @@ Dropout works best with large, decaying learning rates, high momentum and max-no
 The update Δw ← mΔw, Δw ← Δw + sg, w ← w + Δw is one pass over memory per parameter on CPU
 (the native kernel, :func:`dropoutlab.kernels.momentum_step_`) and three batched
 ``torch._foreach_*`` calls elsewhere or with the ``"torch"`` backend; both give the same bits.
+An L2 penalty λ·Σw² (Table 9) joins the gradient in that same pass, g ← g + λ·2w, whenever it is
+the only weight penalty of the epoch (:func:`fused_l2`): bitwise the gradient autograd gives
+for it, without the penalty's own passes over every weight.
 Gradients are freed between steps by default so that backward adopts each freshly computed
 gradient instead of adding it into a kept one (see :meth:`MomentumSGD.zero_grad` for the
 trade-off).
@@ -46,7 +49,7 @@ from dropoutlab.bf16_weights import BF16Weights
 from dropoutlab.config import OptimConfig
 from dropoutlab.constraints import MaxNorm
 
-__all__ = ["MomentumSGD", "learning_rate", "momentum", "penalty"]
+__all__ = ["MomentumSGD", "fused_l2", "learning_rate", "momentum", "penalty"]
 
 
 def momentum(optim: OptimConfig, step: int) -> float:
@@ -65,6 +68,10 @@ def learning_rate(optim: OptimConfig, step: int, epoch: int) -> float:
     if optim.lr_schedule == "exponential":
         return optim.lr * optim.lr_decay**epoch
     return optim.lr / (1.0 + step / optim.lr_decay)
+
+
+# (weight, velocity, gradient, bfloat16 copy or None, L2 coefficient) of one parameter's update
+_Row = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float]
 
 
 class MomentumSGD:
@@ -94,6 +101,8 @@ class MomentumSGD:
             raise ValueError("`copies` must be the BF16Weights of `model` (the same trainable "
                              "parameters in the same order)")
         self.copies = copies
+        weights = {id(p) for p in penalties.weight_parameters(model)}
+        self._is_weight = [id(p) in weights for p in self.params]  # what L2 applies to
 
     def zero_grad(self, *, set_to_none: bool = True) -> None:
         """Clear the gradients before the next backward.
@@ -121,7 +130,7 @@ class MomentumSGD:
             torch._foreach_zero_(grads)
 
     @torch.no_grad()
-    def step(self, lr: float, m: float) -> None:
+    def step(self, lr: float, m: float, l2: float = 0.0) -> None:
         """One update with learning rate ``lr`` and momentum ``m``, then the max-norm projection.
 
         Δw ← mΔw, then Δw ← Δw + s·g with s = −(1 − m)ε (damped) or −ε, then w ← w + Δw: the
@@ -132,53 +141,87 @@ class MomentumSGD:
         the gradients are theirs, widened to float32, and the same pass rewrites the copies
         (:func:`dropoutlab.kernels.momentum_step_bf16_`); copies the projection changes are
         re-cast after it.
+
+        Args:
+            lr: Learning rate ε of this update.
+            m: Momentum of this update.
+            l2: Coefficient λ of an L2 penalty λ·Σw² (:func:`dropoutlab.penalties.l2`) that
+                this update adds to the weights' gradients, g ← g + λ·2w, in the same pass;
+                the caller leaves it out of the loss (:func:`fused_l2`). Biases never get it.
         """
         grad_scale = -(1.0 - m) * lr if self.damped else -lr
         if self.copies is not None:
-            self._step_with_copies(m, grad_scale)
+            self._step_with_copies(m, grad_scale, l2)
         else:
-            self._step(m, grad_scale)
+            self._step(m, grad_scale, l2)
         if self.constraint is not None:
             self.constraint(self.model)
             if self.copies is not None:
                 self.copies.refresh()  # re-cast the weights the projection changed
 
-    def _step(self, m: float, grad_scale: float) -> None:
-        # Parameters without a gradient (unused by this step's loss) are left alone.
-        params: list[torch.Tensor] = []
-        velocity: list[torch.Tensor] = []
-        grads: list[torch.Tensor] = []
-        for p, v in zip(self.params, self.velocity, strict=True):
-            if p.grad is not None:
-                params.append(p)
-                velocity.append(v)
-                grads.append(p.grad)
-        if params and not (backend.get_backend() != "torch"
-                           and kernels.momentum_step_(params, velocity, grads, m, grad_scale)):
+    def _rows(self, l2: float) -> list[_Row]:
+        """(weight, velocity, gradient, bfloat16 copy or None, L2 coefficient) of every
+        parameter this step's loss reached; the others are left alone. The gradient is the
+        parameter's, its copy's, or (a penalty on the float32 weight beside a loss on the copy)
+        their sum."""
+        copies: list[torch.Tensor | None] = (
+            list(self.copies.copies) if self.copies is not None else [None] * len(self.params))
+        rows: list[_Row] = []
+        for p, v, c, is_weight in zip(self.params, self.velocity, copies, self._is_weight,
+                                      strict=True):
+            c_grad = None if c is None else c.grad
+            if p.grad is None and c_grad is None:
+                continue
+            if p.grad is None:
+                g = c_grad
+            elif c_grad is None:
+                g = p.grad
+            else:
+                g = p.grad + c_grad.float()
+            assert g is not None
+            rows.append((p, v, g, c, l2 if is_weight else 0.0))
+        return rows
+
+    @staticmethod
+    def _with_l2(grads: list[torch.Tensor], params: list[torch.Tensor],
+                 decay: list[float]) -> list[torch.Tensor]:
+        """g + λ·(2w) per tensor, rounded as the native kernel and autograd round it."""
+        return [g if d == 0 else g + (w * 2).mul_(d)
+                for g, w, d in zip(grads, params, decay, strict=True)]
+
+    def _step(self, m: float, grad_scale: float, l2: float) -> None:
+        rows = self._rows(l2)
+        if not rows:
+            return
+        params = [row[0] for row in rows]
+        velocity = [row[1] for row in rows]
+        grads = [row[2] for row in rows]
+        decay = [row[4] for row in rows]
+        if not (backend.get_backend() != "torch"
+                and kernels.momentum_step_(params, velocity, grads, m, grad_scale, decay)):
             torch._foreach_mul_(velocity, m)
-            torch._foreach_add_(velocity, grads, alpha=grad_scale)
+            torch._foreach_add_(velocity, self._with_l2(grads, params, decay),
+                                alpha=grad_scale)
             torch._foreach_add_(params, velocity)
 
-    def _step_with_copies(self, m: float, grad_scale: float) -> None:
+    def _step_with_copies(self, m: float, grad_scale: float, l2: float) -> None:
         """The update from the bfloat16 copies' gradients (plus any float32 gradient a penalty
         left on a parameter), then each copy rewritten from its updated parameter."""
         assert self.copies is not None
-        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for p, v, c in zip(self.params, self.velocity, self.copies.copies, strict=True):
-            if c.grad is None and p.grad is None:
-                continue  # unused by this step's loss: left alone
-            g: torch.Tensor | None = c.grad if p.grad is None else p.grad
-            if c.grad is not None and p.grad is not None:
-                g = p.grad + c.grad.float()
-            assert g is not None
-            rows.append((p, v, g, c))
+        rows = self._rows(l2)
         if not rows:
             return
-        params, velocity, grads, copies = (list(part) for part in zip(*rows, strict=True))
-        if not (backend.get_backend() != "torch"
-                and kernels.momentum_step_bf16_(params, velocity, grads, copies, m, grad_scale)):
+        params = [row[0] for row in rows]
+        velocity = [row[1] for row in rows]
+        grads = [row[2] for row in rows]
+        copies = [c for c in (row[3] for row in rows) if c is not None]
+        decay = [row[4] for row in rows]
+        if not (backend.get_backend() != "torch" and kernels.momentum_step_bf16_(
+                params, velocity, grads, copies, m, grad_scale, decay)):
             torch._foreach_mul_(velocity, m)
-            torch._foreach_add_(velocity, [g.float() for g in grads], alpha=grad_scale)
+            torch._foreach_add_(velocity,
+                                self._with_l2([g.float() for g in grads], params, decay),
+                                alpha=grad_scale)
             torch._foreach_add_(params, velocity)
             torch._foreach_copy_(copies, params)
         self.copies.written()
@@ -199,16 +242,30 @@ class MomentumSGD:
             v.copy_(s)
 
 
+def fused_l2(optim: OptimConfig, epoch: int) -> float:
+    """The L2 coefficient the update of ``epoch`` (0-based) applies itself
+    (:meth:`MomentumSGD.step`), leaving it out of :func:`penalty`; 0 when there is none.
+
+    That is ``l2`` whenever L1 is off in that epoch: the weights' gradient is then the loss's
+    plus L2's, one addition either way, so the fused update gives autograd's bits. With L1 on
+    as well, autograd sums the two penalties' gradients in its own order, so both stay there.
+    """
+    l1_on = optim.l1 > 0 and epoch >= optim.l1_from_epoch
+    return 0.0 if l1_on else optim.l2
+
+
 def penalty(model: nn.Module, optim: OptimConfig, epoch: int,
-            hidden: Iterable[torch.Tensor] = ()) -> torch.Tensor | None:
+            hidden: Iterable[torch.Tensor] = (), *, include_l2: bool = True
+            ) -> torch.Tensor | None:
     """The weight and activity penalties to add to the loss in ``epoch`` (0-based), or None.
 
-    L2 (coefficient ``l2``) on all weights; L1 (``l1``) from epoch ``l1_from_epoch`` on
-    (Table 9's "L1 towards the end"); KL-sparsity (``kl_sparsity``, target ``kl_target``) on
-    every hidden layer's activations in ``hidden``.
+    L2 (coefficient ``l2``) on all weights, unless ``include_l2`` is False (the update applies
+    it, :func:`fused_l2`); L1 (``l1``) from epoch ``l1_from_epoch`` on (Table 9's "L1 towards
+    the end"); KL-sparsity (``kl_sparsity``, target ``kl_target``) on every hidden layer's
+    activations in ``hidden``.
     """
     terms = []
-    if optim.l2 > 0:
+    if optim.l2 > 0 and include_l2:
         terms.append(optim.l2 * penalties.l2(model))
     if optim.l1 > 0 and epoch >= optim.l1_from_epoch:
         terms.append(optim.l1 * penalties.l1(model))
@@ -217,4 +274,3 @@ def penalty(model: nn.Module, optim: OptimConfig, epoch: int,
     if not terms:
         return None
     return torch.stack(terms).sum()
-

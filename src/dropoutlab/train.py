@@ -470,7 +470,8 @@ class TrainingLoop:
                 else:
                     out, hidden = (model if self.copies is None else self.copies)(xb), []
             loss, wrong = _loss_and_wrong(out, xb, yb, self.reconstruct)
-            extra = recipe.penalty(model, optim, self.epoch, hidden)
+            l2 = recipe.fused_l2(optim, self.epoch)  # taken by the update, not the loss
+            extra = recipe.penalty(model, optim, self.epoch, hidden, include_l2=l2 == 0)
             total = loss if extra is None else loss + extra
             if self.batch_index % self.check_every == 0 and not bool(torch.isfinite(total)):
                 self.status, self.diverged_epoch = "diverged", self.epoch + 1
@@ -480,7 +481,7 @@ class TrainingLoop:
             self.opt.zero_grad()
             total.backward()
             self.opt.step(recipe.learning_rate(optim, self.step, self.epoch),
-                          recipe.momentum(optim, self.step))
+                          recipe.momentum(optim, self.step), l2)
             self.acc_loss += loss.detach().double() * len(yb)
             self.acc_wrong += wrong.double()
             self.acc_n += len(yb)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,12 +350,17 @@ def gaussian_dropout(
 
 
 def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
-                   grads: list[torch.Tensor], m: float, s: float) -> bool:
+                   grads: list[torch.Tensor], m: float, s: float,
+                   decay: Sequence[float] | None = None) -> bool:
     """One momentum update in place, ``v ← m·v + s·g`` then ``w ← w + v``, in one pass per tensor.
 
     Bitwise the result of ``torch._foreach_mul_(v, m)``, ``torch._foreach_add_(v, g, alpha=s)``
     and ``torch._foreach_add_(w, v)`` (same operations, same roundings: the second is a fused
     multiply-add), which read and write memory three times where this reads it once.
+
+    ``decay[i]`` (0 when None) is an L2 coefficient λ for tensor i: its gradient first becomes
+    ``g + λ·(2w)``, bitwise the gradient autograd gives for the loss plus ``λ·Σw²``
+    (:func:`dropoutlab.penalties.l2`), without that penalty's own passes over the weights.
 
     Returns:
         True when done here; False, having changed nothing, when the kernels are unavailable or
@@ -370,9 +376,10 @@ def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
                 and v.device.type == g.device.type == "cpu"):
             return False
     threads = torch.get_num_threads()
-    for w, v, g in zip(weights, velocity, grads, strict=True):
+    decay = [0.0] * len(weights) if decay is None else decay
+    for w, v, g, d in zip(weights, velocity, grads, decay, strict=True):
         _functions["sgd", w.dtype](w.data_ptr(), v.data_ptr(), g.data_ptr(), w.numel(), m, s,
-                                   threads)
+                                   d, threads)
         # Written through raw pointers: tell autograd, as an in-place op would, so a graph that
         # saved w or v before this update refuses to backward instead of using the new values.
         torch.autograd.graph.increment_version(w)
@@ -382,12 +389,13 @@ def momentum_step_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
 
 def momentum_step_bf16_(weights: list[torch.Tensor], velocity: list[torch.Tensor],
                         grads: list[torch.Tensor], copies: list[torch.Tensor], m: float,
-                        s: float) -> bool:
+                        s: float, decay: Sequence[float] | None = None) -> bool:
     """:func:`momentum_step_` for bfloat16 mixed precision, one pass per tensor: float32
     weights and velocities, bfloat16 gradients, and each weight's bfloat16 working copy
     rewritten from the updated weight (``copies[i] ← weights[i].bfloat16()``).
 
-    Bitwise the float32 update on the widened gradients followed by that cast.
+    Bitwise the float32 update on the widened gradients (plus ``decay[i]·(2w)``, as in
+    :func:`momentum_step_`) followed by that cast.
 
     Returns:
         True when done here; False, having changed nothing, when the kernels are unavailable
@@ -401,9 +409,10 @@ def momentum_step_bf16_(weights: list[torch.Tensor], velocity: list[torch.Tensor
                         and t.numel() == w.numel() for t in (w, v, g, c))):
             return False
     threads = torch.get_num_threads()
-    for w, v, g, c in zip(weights, velocity, grads, copies, strict=True):
+    decay = [0.0] * len(weights) if decay is None else decay
+    for w, v, g, c, d in zip(weights, velocity, grads, copies, decay, strict=True):
         _functions["sgd_bf16", torch.float32](w.data_ptr(), v.data_ptr(), g.data_ptr(),
-                                              c.data_ptr(), w.numel(), m, s, threads)
+                                              c.data_ptr(), w.numel(), m, s, d, threads)
         for written in (w, v, c):  # as in momentum_step_: tell autograd, as in-place ops would
             torch.autograd.graph.increment_version(written)
     return True

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("dropout.c")
 OPS_SOURCE = Path(__file__).with_name("ops.cpp")
-ABI_VERSION = 5  # must match dl_abi_version() in dropout.c
+ABI_VERSION = 6  # must match dl_abi_version() in dropout.c
 
 _BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=off")
 # Fastest first. -ffp-contract=off keeps every lane and the scalar tail bit-identical.
@@ -167,9 +167,11 @@ def _declare(handle: ctypes.CDLL) -> None:
         "dl_relu_dropout_f64": [ptr, ptr, i64, u64, u32, ctypes.c_double, cint],
         "dl_relu_dropout_grad_f32": [ptr, ptr, ptr, i64, u64, u32, ctypes.c_float, cint],
         "dl_relu_dropout_grad_f64": [ptr, ptr, ptr, i64, u64, u32, ctypes.c_double, cint],
-        "dl_sgd_f32": [ptr, ptr, ptr, i64, ctypes.c_float, ctypes.c_float, cint],
-        "dl_sgd_f64": [ptr, ptr, ptr, i64, ctypes.c_double, ctypes.c_double, cint],
-        "dl_sgd_bf16_f32": [ptr, ptr, ptr, ptr, i64, ctypes.c_float, ctypes.c_float, cint],
+        "dl_sgd_f32": [ptr, ptr, ptr, i64, ctypes.c_float, ctypes.c_float, ctypes.c_float, cint],
+        "dl_sgd_f64": [ptr, ptr, ptr, i64, ctypes.c_double, ctypes.c_double, ctypes.c_double,
+                       cint],
+        "dl_sgd_bf16_f32": [ptr, ptr, ptr, ptr, i64, ctypes.c_float, ctypes.c_float,
+                            ctypes.c_float, cint],
         "dl_words": [u64, i64, i64, ptr],
     }
     for suffix in ("bf16", "f16"):  # 16-bit storage, float parameters

@@ -381,18 +381,31 @@ DEFINE_ENTRY_POINTS(uint16_t, float, f16)
  * the same operations with the same roundings as torch's _foreach_mul_(v, m),
  * _foreach_add_(v, g, alpha=s) (a fused multiply-add) and _foreach_add_(w, v), so the result is
  * bitwise theirs, but in one pass over memory instead of three. Elementwise, hence independent
- * of the thread count. The file is compiled with -ffp-contract=off: no other product is fused. */
-#define DEFINE_SGD(T, SUFFIX, FMA)                                                           \
-    void dl_sgd_##SUFFIX(T *w, T *v, const T *g, int64_t n, T m, T s, int nthreads) {       \
+ * of the thread count. The file is compiled with -ffp-contract=off: no other product is fused.
+ *
+ * With d != 0 the gradient first gains an L2 penalty's, g = g + d * (2 * w) (d the penalty's
+ * coefficient, Table 9): bitwise what autograd adds for d * sum(w^2), whose gradient d * (2w)
+ * it rounds once (2w is exact) and adds to the loss's in one rounding. d == 0 leaves g as it is
+ * (not g + 0, which would turn a -0 gradient into +0). */
+#define SGD_LOOP(T, FMA_FN, G)                                                              \
+    for (int64_t b = 0; b < nblocks; ++b) {                                                 \
+        int64_t hi = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;                             \
+        for (int64_t i = b * BLOCK; i < hi; ++i) {                                          \
+            T gi = G;                                                                       \
+            T vi = FMA_FN(gi, s, v[i] * m);                                                 \
+            v[i] = vi;                                                                      \
+            w[i] = w[i] + vi;                                                               \
+        }                                                                                   \
+    }
+#define DEFINE_SGD(T, SUFFIX, FMA_FN)                                                       \
+    void dl_sgd_##SUFFIX(T *w, T *v, const T *g, int64_t n, T m, T s, T d, int nthreads) {  \
         int64_t nblocks = (n + BLOCK - 1) / BLOCK;                                          \
-        _Pragma("omp parallel for schedule(static) num_threads(threads_for(n, nthreads))")  \
-        for (int64_t b = 0; b < nblocks; ++b) {                                             \
-            int64_t hi = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;                         \
-            for (int64_t i = b * BLOCK; i < hi; ++i) {                                      \
-                T vi = FMA(g[i], s, v[i] * m);                                              \
-                v[i] = vi;                                                                  \
-                w[i] = w[i] + vi;                                                           \
-            }                                                                               \
+        if (d == 0) {                                                                       \
+            _Pragma("omp parallel for schedule(static) num_threads(threads_for(n, nthreads))") \
+            SGD_LOOP(T, FMA_FN, g[i])                                                       \
+        } else {                                                                            \
+            _Pragma("omp parallel for schedule(static) num_threads(threads_for(n, nthreads))") \
+            SGD_LOOP(T, FMA_FN, g[i] + d * (w[i] * 2))                                      \
         }                                                                                   \
     }
 
@@ -405,20 +418,29 @@ DEFINE_SGD(double, f64, fma)
  *
  *     v = v * m;  v = fma(float(g), s, v);  w = w + v;  w16 = bf16(w)
  *
- * bitwise the float32 update on the widened gradient followed by a cast, in one pass. */
+ * bitwise the float32 update on the widened gradient followed by a cast, in one pass. d is the
+ * L2 coefficient, as above: g = float(g) + d * (2 * w) when d != 0. */
+#define SGD_BF16_LOOP(G)                                                                    \
+    for (int64_t b = 0; b < nblocks; ++b) {                                                 \
+        int64_t hi = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;                             \
+        for (int64_t i = b * BLOCK; i < hi; ++i) {                                          \
+            float gi = G;                                                                   \
+            float vi = fmaf(gi, s, v[i] * m);                                               \
+            float wi = w[i] + vi;                                                           \
+            v[i] = vi;                                                                      \
+            w[i] = wi;                                                                      \
+            w16[i] = store_bf16(wi);                                                        \
+        }                                                                                   \
+    }
 void dl_sgd_bf16_f32(float *w, float *v, const uint16_t *g, uint16_t *w16, int64_t n, float m,
-                     float s, int nthreads) {
+                     float s, float d, int nthreads) {
     int64_t nblocks = (n + BLOCK - 1) / BLOCK;
+    if (d == 0) {
 #pragma omp parallel for schedule(static) num_threads(threads_for(n, nthreads))
-    for (int64_t b = 0; b < nblocks; ++b) {
-        int64_t hi = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;
-        for (int64_t i = b * BLOCK; i < hi; ++i) {
-            float vi = fmaf(load_bf16(g[i]), s, v[i] * m);
-            float wi = w[i] + vi;
-            v[i] = vi;
-            w[i] = wi;
-            w16[i] = store_bf16(wi);
-        }
+        SGD_BF16_LOOP(load_bf16(g[i]))
+    } else {
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, nthreads))
+        SGD_BF16_LOOP(load_bf16(g[i]) + d * (w[i] * 2))
     }
 }
 
@@ -431,4 +453,4 @@ void dl_words(uint64_t seed, int64_t start, int64_t n, uint64_t *out) {
 
 
 /* Version of this ABI; _build.py refuses a library that reports another. */
-int dl_abi_version(void) { return 5; }
+int dl_abi_version(void) { return 6; }
