@@ -89,3 +89,39 @@ def test_non_float32_parameters_are_refused() -> None:
 def test_copies_of_another_model_are_refused() -> None:
     with pytest.raises(ValueError, match=r"`copies` must be the BF16Weights of `model`"):
         recipe.MomentumSGD(_net(), copies=BF16Weights(_net()))
+
+
+@pytest.mark.parametrize("name", ["auto", "torch"])
+def test_kl_sparsity_on_copies_gives_autocasts_numbers(name: str) -> None:
+    """Table 9's KL-sparsity reads the hidden activations: ``forward_with_hidden`` on the copies
+    gives the logits and activations of the model's own under autocast, and 25 steps with the
+    penalty (and a fused L2) end bitwise where 25 steps under plain autocast end."""
+    from dropoutlab.config import OptimConfig
+    from dropoutlab.models import MLP
+
+    optim = OptimConfig(kl_sparsity=1e-2, kl_target=0.05, l2=1e-3)
+
+    def run(use_copies: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = MLP(20, (64, 32), 5, dropout="none")
+        copies = BF16Weights(model) if use_copies else None
+        opt = recipe.MomentumSGD(model, max_norm=3.0, copies=copies)
+        source = model if copies is None else copies
+        data = torch.Generator().manual_seed(1)
+        for _ in range(25):
+            x = torch.randn(32, 20, generator=data)
+            y = torch.randint(0, 5, (32,), generator=data)
+            opt.zero_grad()
+            with autocast("bf16", "cpu"):
+                out, hidden = source.forward_with_hidden(x)  # type: ignore[operator]
+            extra = recipe.penalty(model, optim, 0, [h.float() for h in hidden],
+                                   include_l2=False)
+            assert extra is not None
+            (F.cross_entropy(out.float(), y) + extra).backward()
+            opt.step(1.0, 0.9, optim.l2)
+        return [p.detach().clone() for p in model.parameters()]
+
+    with backend.use_backend(name):
+        ours, reference = run(True), run(False)
+    for p, q in zip(ours, reference, strict=True):
+        assert torch.equal(p, q)

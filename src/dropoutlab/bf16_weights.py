@@ -18,6 +18,8 @@ version counter shows that something else wrote to it (a projection, a checkpoin
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -25,6 +27,18 @@ from torch.func import functional_call
 from dropoutlab.precision import autocast
 
 __all__ = ["BF16Weights"]
+
+
+class _WithHidden(nn.Module):
+    """``model.forward_with_hidden`` as a forward pass, so ``functional_call`` can run it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.inner: Any = model  # a submodule, so functional_call finds "inner.<name>"
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        result: tuple[torch.Tensor, list[torch.Tensor]] = self.inner.forward_with_hidden(x)
+        return result
 
 
 class BF16Weights:
@@ -58,12 +72,23 @@ class BF16Weights:
         self.copies = [p.detach().to(torch.bfloat16).requires_grad_() for p in self.masters]
         self._by_name = dict(zip(self.names, self.copies, strict=True))  # for functional_call
         self._versions = [p._version for p in self.masters]
+        self._with_hidden = _WithHidden(model)
+        self._by_inner_name = {f"inner.{n}": c for n, c in self._by_name.items()}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The model's forward pass on ``x`` with the bfloat16 copies, under bf16 autocast."""
         self.refresh()
         with autocast("bf16", x.device):
             out: torch.Tensor = functional_call(self.model, self._by_name, (x,))
+        return out
+
+    def forward_with_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The model's ``forward_with_hidden`` on the copies, under bf16 autocast: the logits
+        and the hidden activations (which the KL-sparsity penalty reads)."""
+        self.refresh()
+        with autocast("bf16", x.device):
+            out: tuple[torch.Tensor, list[torch.Tensor]] = functional_call(
+                self._with_hidden, self._by_inner_name, (x,))
         return out
 
     @torch.no_grad()

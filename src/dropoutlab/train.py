@@ -278,9 +278,8 @@ def _build(config: RunConfig) -> tuple[data_module.Dataset, nn.Module, dict[str,
 def _uses_bf16_copies(config: RunConfig, model: nn.Module) -> bool:
     """Whether a run trains on bfloat16 working copies of its weights: in bf16 precision on the
     CPU (where the one-pass update that rewrites them runs; CUDA keeps plain autocast), for
-    float32 models whose forward pass alone gives the loss (the KL-sparsity penalty reads the
-    hidden activations through ``forward_with_hidden``, which runs under plain autocast)."""
-    return (config.precision == "bf16" and config.optim.kl_sparsity == 0
+    float32 models."""
+    return (config.precision == "bf16"
             and all(p.is_cpu and p.dtype == torch.float32 for p in model.parameters()))
 
 
@@ -464,11 +463,12 @@ class TrainingLoop:
             # on CPU for small batches
             xb, yb = x_all.index_select(0, index), y_all.index_select(0, index)
             with autocast(self.config.precision, x_all.device):
-                if optim.kl_sparsity > 0:
-                    out, hidden = model.forward_with_hidden(xb)  # type: ignore[operator]
+                forward: Any = model if self.copies is None else self.copies
+                if optim.kl_sparsity > 0:  # the penalty reads the hidden activations
+                    out, hidden = forward.forward_with_hidden(xb)
                     hidden = [h.float() for h in hidden]
                 else:
-                    out, hidden = (model if self.copies is None else self.copies)(xb), []
+                    out, hidden = forward(xb), []
             loss, wrong = _loss_and_wrong(out, xb, yb, self.reconstruct)
             l2 = recipe.fused_l2(optim, self.epoch)  # taken by the update, not the loss
             extra = recipe.penalty(model, optim, self.epoch, hidden, include_l2=l2 == 0)
