@@ -285,6 +285,11 @@ def _run(mnist: bool, peer: Path | None, cpu_time: bool, say: Callable[[str], No
     rows += bf16_rows
     spreads |= bf16_spreads
     step_notes += bf16_notes
+    say("Table 9 training step with an L2 penalty")
+    l2_rows, l2_spreads, l2_notes = training.l2_step_rows()
+    rows += l2_rows
+    spreads |= l2_spreads
+    step_notes += l2_notes
     if mnist:
         say("quick MNIST epoch (dropoutlab.train vs the plain PyTorch script)")
         rows.append(training.mnist_row(peer, cpu_time=cpu_time))

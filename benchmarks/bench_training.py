@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropoutlab import recipe, train
+from dropoutlab import penalties, recipe, train
 from dropoutlab.bf16_weights import BF16Weights
 from dropoutlab.config import with_changes
 from dropoutlab.errors import DropoutlabError
@@ -92,7 +92,10 @@ def _matrix_products(x: torch.Tensor, widths: tuple[int, ...] = WIDTHS) -> Calla
 
 
 def _step_ours(dropout: bool, x: torch.Tensor, y: torch.Tensor,
-               precision: str = "fp32") -> Callable[[], None]:
+               precision: str = "fp32", l2: float = 0.0,
+               l2_in_loss: bool = False) -> Callable[[], None]:
+    """Our step; with ``l2`` an L2 penalty λ·Σw², applied by the update as dropoutlab.train
+    does (or, with ``l2_in_loss``, added to the loss for autograd, as it did before)."""
     model = MLP(WIDTHS[0], WIDTHS[1:-1], WIDTHS[-1], dropout="bernoulli" if dropout else "none",
                 drop_input=0.2, drop_hidden=0.5)
     # bf16 as dropoutlab.train runs it: the forward pass on bfloat16 working copies
@@ -104,16 +107,20 @@ def _step_ours(dropout: bool, x: torch.Tensor, y: torch.Tensor,
         opt.zero_grad()
         with autocast(precision, x.device):
             out = forward(x)
-        F.cross_entropy(out.float(), y).backward()
-        opt.step(0.1, 0.9)
+        loss = F.cross_entropy(out.float(), y)
+        if l2_in_loss:
+            loss = loss + l2 * penalties.l2(model)
+        loss.backward()
+        opt.step(0.1, 0.9, 0.0 if l2_in_loss else l2)
 
     return step
 
 
 def _step_plain(dropout: bool, x: torch.Tensor, y: torch.Tensor,
-                bf16_autocast: bool = False) -> Callable[[], None]:
+                bf16_autocast: bool = False, l2: float = 0.0) -> Callable[[], None]:
     """nn.Sequential + nn.Dropout + torch.optim.SGD; with ``bf16_autocast`` the forward pass
-    runs under ``torch.autocast("cpu", torch.bfloat16)``, as a user would write it."""
+    runs under ``torch.autocast("cpu", torch.bfloat16)``, as a user would write it; ``l2`` is
+    SGD's ``weight_decay`` = 2λ (λ·Σw²'s gradient; torch decays the biases too)."""
     layers: list[nn.Module] = [nn.Dropout(0.2)] if dropout else []
     for i, (a, b) in enumerate(itertools.pairwise(WIDTHS)):
         layers.append(nn.Linear(a, b))
@@ -122,7 +129,8 @@ def _step_plain(dropout: bool, x: torch.Tensor, y: torch.Tensor,
             if dropout:
                 layers.append(nn.Dropout(0.5))
     model = nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, dampening=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, dampening=0.9,
+                          weight_decay=2 * l2)
 
     def step() -> None:
         opt.zero_grad()
@@ -221,6 +229,41 @@ def bf16_step_rows() -> tuple[list[Row], dict[str, float], list[str]]:
         f"torch's matrix products (batch 100 is a small product for the bf16 units)."
     ]
     spreads = {f"{name}, Table 9 step bf16 part": timing.spread for name, timing in t.items()}
+    return rows, spreads, notes
+
+
+L2 = 1e-4  # Table 9's L2 grid point
+
+
+def l2_step_rows() -> tuple[list[Row], dict[str, float], list[str]]:
+    """Rows for the Table 9 step with an L2 penalty (Table 9's L2 methods), in fp32 and bf16:
+    ours with L2 in the update (as training runs it), ours with L2 in the loss (autograd's
+    passes over every weight, as training ran it before), and plain torch with SGD's
+    ``weight_decay``; all in the same interleaved samples as ours without L2."""
+    x, y = torch.rand(BATCH, WIDTHS[0]), torch.randint(0, WIDTHS[-1], (BATCH,))
+    precisions = ("fp32", "bf16") if bf16_support("cpu")[0] else ("fp32",)
+    steps: dict[str, Callable[[], None]] = {}
+    for p in precisions:
+        steps[f"ours {p}"] = _step_ours(True, x, y, p)
+        steps[f"ours {p} L2"] = _step_ours(True, x, y, p, L2)
+        steps[f"ours {p} L2 in loss"] = _step_ours(True, x, y, p, L2, l2_in_loss=True)
+        steps[f"torch {p} L2"] = _step_plain(True, x, y, p == "bf16", L2)
+    t = time_side_by_side(steps, samples=11, min_sample_s=0.1)
+    rows = []
+    for p in precisions:
+        ours, before = t[f"ours {p} L2"].seconds, t[f"ours {p} L2 in loss"].seconds
+        plain = t[f"torch {p} L2"].seconds
+        rows += [
+            Row(f"Table 9 step with L2, {p} (ms; torch: weight_decay)", f"{1e3 * ours:.2f}",
+                f"{1e3 * plain:.2f}", f"{plain / ours:.2f}×"),
+            Row(f"Table 9 step with L2, {p}: with ÷ without L2 (in the loss)",
+                f"{ours / t[f'ours {p}'].seconds:.2f}× ({before / t[f'ours {p}'].seconds:.2f}×)",
+                "–", target="≤ 1.05×", met=ours / t[f"ours {p}"].seconds <= 1.05),
+        ]
+    notes = [f"L2: λ = {L2:g} on the Table 9 step with dropout. Ours applies it inside the "
+             "one-pass update (g ← g + λ·2w, bitwise autograd's gradient for λ·Σw²); "
+             "\"in the loss\" is the same step with λ·Σw² added to the loss for autograd."]
+    spreads = {f"{name}, Table 9 step with L2 part": timing.spread for name, timing in t.items()}
     return rows, spreads, notes
 
 
