@@ -230,6 +230,20 @@ class TestRowsAndEstimate:
         assert order == [("fake-small", "bernoulli seed=0"), ("fake-small", "none seed=0"),
                          ("fake-big", "bernoulli seed=0"), ("fake-big", "none seed=0")]
 
+    def test_dearest_job_first_within_an_experiment(self) -> None:
+        """Figure 10 at quick: its 50K runs (the longest) start first, the estimated cost never
+        rises along the order, and no job is lost or repeated."""
+        from dropoutlab.experiments import EXPERIMENTS
+        from dropoutlab.experiments.cost import run_cost
+        from dropoutlab.reproduce import cheapest_first
+
+        (item,), _ = plan([EXPERIMENTS["dataset-size"]], budget="quick")
+        order = cheapest_first([item])
+        assert sorted(j.name for j in order) == sorted(j.name for j in item.jobs)
+        assert all("N=50000" in j.name for j in order[:12])
+        costs = [run_cost(j.config).flops for j in order]
+        assert costs == sorted(costs, reverse=True)
+
     @pytest.mark.parametrize("passed", [False, True])
     def test_contradiction_beside_premises(self, passed: bool) -> None:
         """A contradicted finding gets a note: caveated when a premise check fails, called a

@@ -216,20 +216,24 @@ def plan(experiments: Sequence[Experiment], *, budget: str, seeds: int | None = 
 
 
 def cheapest_first(plans: Sequence[Plan]) -> list[Job]:
-    """Every plan's jobs, the experiments in order of their estimated FLOPs (grid order within
-    one), so a sweep stopped early has whole experiments, with all their seeds, to report."""
+    """Every plan's jobs, the experiments in order of their estimated FLOPs, so a sweep stopped
+    early has whole experiments, with all their seeds, to report; within one experiment its
+    dearest jobs first (grid order among equals), so that the last experiment's long runs do
+    not end the sweep on one busy worker while the others idle."""
     from dropoutlab.experiments.cost import run_cost
 
-    def flops(item: Plan) -> float:
+    def job_flops(item: Plan, job: Job) -> float:
         cost_of = getattr(item.experiment, "cost", None)
         try:
-            return sum((cost_of(job) if callable(cost_of) else run_cost(job.config)).flops
-                       for job in item.jobs)
+            return (cost_of(job) if callable(cost_of) else run_cost(job.config)).flops
         except (KeyError, ValueError):  # a data set of unknown size: last
             return math.inf
 
-    ordered = sorted(plans, key=flops)  # stable: registry order among equals
-    return [job for item in ordered for job in item.jobs]
+    costs = {id(job): job_flops(item, job) for item in plans for job in item.jobs}
+    ordered = sorted(plans, key=lambda item: sum(costs[id(job)] for job in item.jobs))
+    # sorted is stable: registry order among equal experiments, grid order among equal jobs
+    return [job for item in ordered
+            for job in sorted(item.jobs, key=lambda job: -costs[id(job)])]
 
 
 def default_out_dir(store: Path, name: str, budget: str) -> Path:
