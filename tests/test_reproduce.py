@@ -233,11 +233,11 @@ class TestRowsAndEstimate:
     def test_dearest_job_first_within_an_experiment(self) -> None:
         """Figure 10 at quick: its 50K runs (the longest) start first, the estimated cost never
         rises along the order, and no job is lost or repeated."""
-        from dropoutlab.experiments import EXPERIMENTS
         from dropoutlab.experiments.cost import run_cost
+        from dropoutlab.experiments.dataset_size import EXPERIMENT as FIGURE_10
         from dropoutlab.reproduce import cheapest_first
 
-        (item,), _ = plan([EXPERIMENTS["dataset-size"]], budget="quick")
+        (item,), _ = plan([FIGURE_10], budget="quick")
         order = cheapest_first([item])
         assert sorted(j.name for j in order) == sorted(j.name for j in item.jobs)
         assert all("N=50000" in j.name for j in order[:12])
