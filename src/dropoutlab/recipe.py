@@ -40,6 +40,7 @@ works for the whole run (the reason Hinton et al. 2012 wrote the update this way
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -70,8 +71,14 @@ def learning_rate(optim: OptimConfig, step: int, epoch: int) -> float:
     return optim.lr / (1.0 + step / optim.lr_decay)
 
 
-# (weight, velocity, gradient, bfloat16 copy or None, L2 coefficient) of one parameter's update
-_Row = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float]
+class _Update(NamedTuple):
+    """The parameters one step updates, column by column (index i is one parameter)."""
+
+    params: list[torch.Tensor]
+    velocity: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    copies: list[torch.Tensor]  # their bfloat16 copies; empty without copies
+    decay: list[float]  # L2 coefficient of each (0 for biases)
 
 
 class MomentumSGD:
@@ -159,14 +166,13 @@ class MomentumSGD:
             if self.copies is not None:
                 self.copies.refresh()  # re-cast the weights the projection changed
 
-    def _rows(self, l2: float) -> list[_Row]:
-        """(weight, velocity, gradient, bfloat16 copy or None, L2 coefficient) of every
-        parameter this step's loss reached; the others are left alone. The gradient is the
-        parameter's, its copy's, or (a penalty on the float32 weight beside a loss on the copy)
-        their sum."""
+    def _reached(self, l2: float) -> _Update:
+        """The parameters this step's loss reached (the others are left alone), with their
+        gradients: the parameter's, its copy's, or (a penalty on the float32 weight beside a
+        loss on the copy) their sum."""
         copies: list[torch.Tensor | None] = (
             list(self.copies.copies) if self.copies is not None else [None] * len(self.params))
-        rows: list[_Row] = []
+        update = _Update([], [], [], [], [])
         for p, v, c, is_weight in zip(self.params, self.velocity, copies, self._is_weight,
                                       strict=True):
             c_grad = None if c is None else c.grad
@@ -179,8 +185,13 @@ class MomentumSGD:
             else:
                 g = p.grad + c_grad.float()
             assert g is not None
-            rows.append((p, v, g, c, l2 if is_weight else 0.0))
-        return rows
+            update.params.append(p)
+            update.velocity.append(v)
+            update.grads.append(g)
+            if c is not None:
+                update.copies.append(c)
+            update.decay.append(l2 if is_weight else 0.0)
+        return update
 
     @staticmethod
     def _with_l2(grads: list[torch.Tensor], params: list[torch.Tensor],
@@ -190,13 +201,9 @@ class MomentumSGD:
                 for g, w, d in zip(grads, params, decay, strict=True)]
 
     def _step(self, m: float, grad_scale: float, l2: float) -> None:
-        rows = self._rows(l2)
-        if not rows:
+        params, velocity, grads, _, decay = self._reached(l2)
+        if not params:
             return
-        params = [row[0] for row in rows]
-        velocity = [row[1] for row in rows]
-        grads = [row[2] for row in rows]
-        decay = [row[4] for row in rows]
         if not (backend.get_backend() != "torch"
                 and kernels.momentum_step_(params, velocity, grads, m, grad_scale, decay)):
             torch._foreach_mul_(velocity, m)
@@ -208,14 +215,9 @@ class MomentumSGD:
         """The update from the bfloat16 copies' gradients (plus any float32 gradient a penalty
         left on a parameter), then each copy rewritten from its updated parameter."""
         assert self.copies is not None
-        rows = self._rows(l2)
-        if not rows:
+        params, velocity, grads, copies, decay = self._reached(l2)
+        if not params:
             return
-        params = [row[0] for row in rows]
-        velocity = [row[1] for row in rows]
-        grads = [row[2] for row in rows]
-        copies = [c for c in (row[3] for row in rows) if c is not None]
-        decay = [row[4] for row in rows]
         if not (backend.get_backend() != "torch" and kernels.momentum_step_bf16_(
                 params, velocity, grads, copies, m, grad_scale, decay)):
             torch._foreach_mul_(velocity, m)
